@@ -1,0 +1,8 @@
+// FISHERKIT_HD marks element-level functions that both the CPU loops and the CUDA kernels
+// call, so one piece of maths serves both backends and is unit-tested on the CPU.
+#pragma once
+#if defined(__CUDACC__)
+#define FISHERKIT_HD __host__ __device__ __forceinline__
+#else
+#define FISHERKIT_HD inline
+#endif

@@ -1,0 +1,228 @@
+// Per-sample maths of the exponential-family output heads, on one row h of C natural
+// parameters (the network output). Host-and-device; MATH.md section 2 (math/variance.md).
+//
+// p(y | h) = pi(y) exp(t(y)^T h - F(h)):
+//   gaussian    t = y / sigma^2, h = mean,  F = |h|^2 / (2 sigma^2)
+//   categorical t = one-hot(y),  h = logits, F = logsumexp(h)        (y is a class index)
+//   bernoulli   t = y in {0,1}^C, h = logits, F = sum softplus(h)
+//   poisson     t = y in N^C,     h = log rate, F = sum exp(h)
+#pragma once
+#include <cstdint>
+
+#include "fisherkit/detail/hd.hpp"
+#include "fisherkit/detail/math.hpp"
+#include "fisherkit/detail/rng.hpp"
+
+namespace fisherkit {
+
+enum class HeadKind : int { gaussian = 0, categorical = 1, bernoulli = 2, poisson = 3 };
+
+namespace detail {
+
+/// Columns of a label row: 1 (class index) for categorical, C otherwise.
+FISHERKIT_HD std::int64_t head_label_cols(HeadKind k, std::int64_t C) {
+  return k == HeadKind::categorical ? 1 : C;
+}
+
+template <class T>
+FISHERKIT_HD T logsumexp(const T* h, std::int64_t C) {
+  T m = h[0];
+  for (std::int64_t c = 1; c < C; ++c) m = h[c] > m ? h[c] : m;
+  T s = T(0);
+  for (std::int64_t c = 0; c < C; ++c) s += fk_exp(h[c] - m);
+  return m + fk_log(s);
+}
+
+/// True when y is a valid label row for the head (class index in [0, C), 0/1, count >= 0
+/// integer, finite real).
+template <class T>
+FISHERKIT_HD bool head_label_valid(HeadKind k, const T* y, std::int64_t C) {
+  switch (k) {
+    case HeadKind::categorical: {
+      const T v = y[0];
+      return fk_isfinite(v) && v >= T(0) && v < T(C) && v == T(static_cast<std::int64_t>(v));
+    }
+    case HeadKind::bernoulli:
+      for (std::int64_t c = 0; c < C; ++c)
+        if (!(y[c] == T(0) || y[c] == T(1))) return false;
+      return true;
+    case HeadKind::poisson:
+      for (std::int64_t c = 0; c < C; ++c)
+        if (!(fk_isfinite(y[c]) && y[c] >= T(0) && y[c] == T(static_cast<std::int64_t>(y[c]))))
+          return false;
+      return true;
+    case HeadKind::gaussian:
+      for (std::int64_t c = 0; c < C; ++c)
+        if (!fk_isfinite(y[c])) return false;
+      return true;
+  }
+  return false;
+}
+
+/// log p(y | h), including the base measure (so it is a normalised log-density/-mass).
+template <class T>
+FISHERKIT_HD T head_log_likelihood(HeadKind k, T sigma, const T* h, const T* y, std::int64_t C) {
+  switch (k) {
+    case HeadKind::gaussian: {
+      const T s2 = sigma * sigma;
+      T acc = T(0);
+      for (std::int64_t c = 0; c < C; ++c) acc += (y[c] - h[c]) * (y[c] - h[c]);
+      return -acc / (T(2) * s2) - T(0.5) * T(C) * fk_log(T(6.283185307179586) * s2);
+    }
+    case HeadKind::categorical:
+      return h[static_cast<std::int64_t>(y[0])] - logsumexp(h, C);
+    case HeadKind::bernoulli: {
+      T acc = T(0);
+      for (std::int64_t c = 0; c < C; ++c) acc += y[c] * h[c] - softplus(h[c]);
+      return acc;
+    }
+    case HeadKind::poisson: {
+      T acc = T(0);
+      for (std::int64_t c = 0; c < C; ++c)
+        acc += y[c] * h[c] - fk_exp(h[c]) - T(fk_lgamma(double(y[c]) + 1.0));
+      return acc;
+    }
+  }
+  return T(0);
+}
+
+/// r = d(-log p)/dh = eta(h) - t(y): the residual that backpropagation starts from.
+template <class T>
+FISHERKIT_HD void head_residual(HeadKind k, T sigma, const T* h, const T* y, std::int64_t C,
+                                T* r) {
+  switch (k) {
+    case HeadKind::gaussian: {
+      const T inv = T(1) / (sigma * sigma);
+      for (std::int64_t c = 0; c < C; ++c) r[c] = (h[c] - y[c]) * inv;
+      return;
+    }
+    case HeadKind::categorical: {
+      const T lse = logsumexp(h, C);
+      const std::int64_t yc = static_cast<std::int64_t>(y[0]);
+      for (std::int64_t c = 0; c < C; ++c) r[c] = fk_exp(h[c] - lse) - (c == yc ? T(1) : T(0));
+      return;
+    }
+    case HeadKind::bernoulli:
+      for (std::int64_t c = 0; c < C; ++c) r[c] = sigmoid(h[c]) - y[c];
+      return;
+    case HeadKind::poisson:
+      for (std::int64_t c = 0; c < C; ++c) r[c] = fk_exp(h[c]) - y[c];
+      return;
+  }
+}
+
+/// E[y | h]: the predicted mean (mu, class probabilities, success probabilities, rates).
+template <class T>
+FISHERKIT_HD void head_mean(HeadKind k, const T* h, std::int64_t C, T* m) {
+  switch (k) {
+    case HeadKind::gaussian:
+      for (std::int64_t c = 0; c < C; ++c) m[c] = h[c];
+      return;
+    case HeadKind::categorical: {
+      const T lse = logsumexp(h, C);
+      for (std::int64_t c = 0; c < C; ++c) m[c] = fk_exp(h[c] - lse);
+      return;
+    }
+    case HeadKind::bernoulli:
+      for (std::int64_t c = 0; c < C; ++c) m[c] = sigmoid(h[c]);
+      return;
+    case HeadKind::poisson:
+      for (std::int64_t c = 0; c < C; ++c) m[c] = fk_exp(h[c]);
+      return;
+  }
+}
+
+/// I(h) = Cov(t) = Hessian of F, written as a C x C row-major matrix.
+template <class T>
+FISHERKIT_HD void head_covariance(HeadKind k, T sigma, const T* h, std::int64_t C, T* I) {
+  for (std::int64_t i = 0; i < C * C; ++i) I[i] = T(0);
+  switch (k) {
+    case HeadKind::gaussian:
+      for (std::int64_t c = 0; c < C; ++c) I[c * C + c] = T(1) / (sigma * sigma);
+      return;
+    case HeadKind::categorical: {
+      const T lse = logsumexp(h, C);
+      for (std::int64_t a = 0; a < C; ++a) {
+        const T pa = fk_exp(h[a] - lse);
+        for (std::int64_t b = 0; b < C; ++b) I[a * C + b] = -pa * fk_exp(h[b] - lse);
+        I[a * C + a] += pa;
+      }
+      return;
+    }
+    case HeadKind::bernoulli:
+      for (std::int64_t c = 0; c < C; ++c) {
+        const T p = sigmoid(h[c]);
+        I[c * C + c] = p * (T(1) - p);
+      }
+      return;
+    case HeadKind::poisson:
+      for (std::int64_t c = 0; c < C; ++c) I[c * C + c] = fk_exp(h[c]);
+      return;
+  }
+}
+
+/// A square-root factor B of I(h) = B B^T, C x C row-major (B[a * C + k] is row a,
+/// column k). Categorical: column k is sqrt(p_k) (e_k - p); the others are diagonal.
+/// The exact Fisher J^T I J is the sum over k of (J^T B_k)(J^T B_k)^T.
+template <class T>
+FISHERKIT_HD void head_sqrt_covariance(HeadKind k, T sigma, const T* h, std::int64_t C, T* B) {
+  for (std::int64_t i = 0; i < C * C; ++i) B[i] = T(0);
+  switch (k) {
+    case HeadKind::gaussian:
+      for (std::int64_t c = 0; c < C; ++c) B[c * C + c] = T(1) / sigma;
+      return;
+    case HeadKind::categorical: {
+      const T lse = logsumexp(h, C);
+      for (std::int64_t kk = 0; kk < C; ++kk) {
+        const T pk = fk_exp(h[kk] - lse), sk = fk_sqrt(pk);
+        for (std::int64_t a = 0; a < C; ++a)
+          B[a * C + kk] = sk * ((a == kk ? T(1) : T(0)) - fk_exp(h[a] - lse));
+      }
+      return;
+    }
+    case HeadKind::bernoulli:
+      for (std::int64_t c = 0; c < C; ++c) {
+        const T p = sigmoid(h[c]);
+        B[c * C + c] = fk_sqrt(p * (T(1) - p));
+      }
+      return;
+    case HeadKind::poisson:
+      for (std::int64_t c = 0; c < C; ++c) B[c * C + c] = fk_sqrt(fk_exp(h[c]));
+      return;
+  }
+}
+
+/// Draw one label row y ~ p(. | h) from the counter-based generator.
+template <class T>
+FISHERKIT_HD void head_sample(HeadKind k, T sigma, const T* h, std::int64_t C, Philox4x32& rng,
+                              T* y) {
+  switch (k) {
+    case HeadKind::gaussian:
+      for (std::int64_t c = 0; c < C; ++c) y[c] = h[c] + sigma * T(rng.normal());
+      return;
+    case HeadKind::categorical: {
+      const double lse = double(logsumexp(h, C));
+      const double u = rng.uniform();
+      double cdf = 0.0;
+      std::int64_t pick = C - 1;
+      for (std::int64_t c = 0; c < C; ++c) {
+        cdf += exp(double(h[c]) - lse);
+        if (u < cdf) {
+          pick = c;
+          break;
+        }
+      }
+      y[0] = T(pick);
+      return;
+    }
+    case HeadKind::bernoulli:
+      for (std::int64_t c = 0; c < C; ++c) y[c] = rng.uniform() < double(sigmoid(h[c])) ? T(1) : T(0);
+      return;
+    case HeadKind::poisson:
+      for (std::int64_t c = 0; c < C; ++c) y[c] = T(rng.poisson(exp(double(h[c]))));
+      return;
+  }
+}
+
+}  // namespace detail
+}  // namespace fisherkit

@@ -1,0 +1,7 @@
+// The umbrella header: everything public in fisherkit's C++ API.
+#pragma once
+#include "fisherkit/error.hpp"
+#include "fisherkit/view.hpp"
+#include "fisherkit/heads.hpp"
+#include "fisherkit/mlp.hpp"
+#include "fisherkit/cuda.hpp"

@@ -1,0 +1,102 @@
+// An MLP described by views of its weights, and the per-sample passes over it.
+//
+// Network (MATH.md): z_l = W_l a_{l-1} + b_l, a_l = phi_l(z_l) for hidden layers, and the
+// output h = z_L is the head's natural parameter (no output non-linearity).
+// Parameters are flattened layer by layer: W_l row-major (n_out x n_in), then b_l.
+//
+// Every function streams over chunks of `chunk` samples (0 picks a size whose workspace is
+// about 32 MiB) and allocates only that documented per-chunk workspace; outputs are views
+// the caller owns. Inputs must be host views with unit column stride; float and double.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "fisherkit/detail/activations.hpp"
+#include "fisherkit/heads.hpp"
+#include "fisherkit/view.hpp"
+
+namespace fisherkit {
+
+/// One affine layer: weight (n_out x n_in) and bias (n_out).
+template <class T>
+struct Layer {
+  MatrixView<const T> weight;
+  VectorView<const T> bias;
+};
+
+/// Parse "identity", "relu", "tanh", "sigmoid", "softplus", "erf".
+Activation parse_activation(const std::string& name);
+const char* activation_name(Activation a);
+
+/// A validated, non-owning MLP. The constructor checks that the layer shapes chain, that
+/// there is one activation per hidden layer, and that views are host views with unit
+/// column stride. It does not scan values; call check_finite() for that.
+template <class T>
+class Mlp {
+ public:
+  Mlp(std::vector<Layer<T>> layers, std::vector<Activation> activations);
+
+  std::int64_t n_layers() const { return static_cast<std::int64_t>(layers_.size()); }
+  std::int64_t input_dim() const { return widths_.front(); }
+  std::int64_t output_dim() const { return widths_.back(); }
+  /// widths()[0] = input dim, widths()[l] = n_l (units of layer l, l = 1..L).
+  const std::vector<std::int64_t>& widths() const { return widths_; }
+  std::int64_t n_params() const { return offsets_.back(); }
+  /// Offset of W_l (l = 1..L) in the flat parameter vector; b_l follows at
+  /// param_offset(l) + n_l * n_{l-1}.
+  std::int64_t param_offset(std::int64_t l) const { return offsets_[l - 1]; }
+  const Layer<T>& layer(std::int64_t l) const { return layers_[l - 1]; }
+  /// Activation after layer l (l = 1..L-1).
+  Activation activation(std::int64_t l) const { return activations_[l - 1]; }
+  /// Throws Error naming layers[l].weight / .bias when a value is NaN or Inf.
+  void check_finite() const;
+
+ private:
+  std::vector<Layer<T>> layers_;
+  std::vector<Activation> activations_;
+  std::vector<std::int64_t> widths_;
+  std::vector<std::int64_t> offsets_;
+};
+
+/// Outputs h (N x C) for inputs X (N x n_0). Cost: one GEMM per layer.
+template <class T>
+void forward(const Mlp<T>& mlp, MatrixView<const T> X, MatrixView<T> out, std::int64_t chunk = 0);
+
+/// log p(y_n | x_n) per sample (out: N). y: N x 1 class indices (categorical) or N x C.
+template <class T>
+void log_likelihood(const Mlp<T>& mlp, const Head& head, MatrixView<const T> X,
+                    MatrixView<const T> y, VectorView<T> out, std::int64_t chunk = 0);
+
+/// Per-sample gradients of the negative log-likelihood, out: N x P in the flat order.
+/// Cost: forward + one backward GEMM per layer + N*P writes.
+template <class T>
+void per_sample_grads(const Mlp<T>& mlp, const Head& head, MatrixView<const T> X,
+                      MatrixView<const T> y, MatrixView<T> out, std::int64_t chunk = 0);
+
+/// Gradient of the mean negative log-likelihood (1/N) sum_n -log p(y_n|x_n), out: P.
+/// Cost: forward + backward + one GEMM per layer (never forms per-sample gradients).
+/// Returns the mean negative log-likelihood.
+template <class T>
+double nll_gradient(const Mlp<T>& mlp, const Head& head, MatrixView<const T> X,
+                    MatrixView<const T> y, VectorView<T> out, std::int64_t chunk = 0);
+
+/// Output Jacobian dh/dtheta per sample, out: N x (C * P), row n holding the C x P matrix
+/// row-major. For small problems only (the caller checks the memory budget).
+template <class T>
+void output_jacobian(const Mlp<T>& mlp, MatrixView<const T> X, MatrixView<T> out,
+                     std::int64_t chunk = 0);
+
+/// Set the threads used by fisherkit's OpenMP loops and by its BLAS (0: the default).
+void set_num_threads(int n);
+int num_threads();
+
+/// Build facts: version, BLAS, OpenMP threads, CUDA compiled in.
+std::string version();
+std::string blas_name();
+bool openmp_enabled();
+bool cuda_compiled();
+/// Number of visible CUDA devices (0 when built without CUDA or when no driver/device).
+int cuda_device_count();
+
+}  // namespace fisherkit

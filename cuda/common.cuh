@@ -1,0 +1,27 @@
+// Shared helpers of the CUDA launchers.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "fisherkit/error.hpp"
+#include "fisherkit/view.hpp"
+
+namespace fisherkit::cuda::detail {
+
+inline void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess)
+    throw Unavailable(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
+}
+
+template <class V>
+void check_device(const V& v, const char* name) {
+  FISHERKIT_CHECK(v.device == Device::cuda, "argument '", name,
+                  "' is a host view; this entry point takes CUDA memory");
+}
+
+inline unsigned blocks_for(long long n, unsigned threads) {
+  return static_cast<unsigned>((n + threads - 1) / threads);
+}
+
+}  // namespace fisherkit::cuda::detail

@@ -1,0 +1,115 @@
+// Marshalling between Python arrays and fisherkit views. No maths here.
+//
+// NumPy arrays cross through the buffer protocol and CuPy arrays through
+// __cuda_array_interface__, without copies; the Python layer (src/fisherkit) has already
+// converted dtypes and layouts once, at the boundary. Outputs are allocated by the
+// caller's array library and passed in.
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "fisherkit/fisherkit.hpp"
+
+namespace fisherkit::py_bind {
+
+namespace py = pybind11;
+
+/// Topic files register their bindings here (static registrars), so adding a topic never
+/// touches module.cpp.
+using Registrar = void (*)(py::module_&);
+std::vector<std::pair<int, Registrar>>& registry();
+struct Register {
+  Register(int order, Registrar f) { registry().emplace_back(order, f); }
+};
+
+/// What a Python array looks like to C++.
+struct ArrayInfo {
+  void* ptr = nullptr;
+  std::vector<std::int64_t> shape;
+  std::vector<std::int64_t> strides;  // in elements
+  char dtype = '?';                   // 'f' float32, 'd' float64, 'l' int64, '?' other
+  bool readonly = false;
+  Device device = Device::host;
+  std::uintptr_t stream = 0;          // CuPy's stream pointer when given (0: default)
+  py::object keep;                    // keeps the buffer alive while the info lives
+};
+
+ArrayInfo array_info(py::handle obj, const char* name);
+
+template <class T>
+constexpr char dtype_char() {
+  return sizeof(T) == 8 ? 'd' : 'f';
+}
+
+template <class T>
+MatrixView<T> as_matrix(const ArrayInfo& a, const char* name) {
+  if (a.dtype != dtype_char<T>())
+    throw py::type_error(std::string("argument '") + name + "' has the wrong dtype (expected " +
+                         (sizeof(T) == 8 ? "float64" : "float32") + ")");
+  if (a.shape.size() != 2)
+    throw py::value_error(std::string("argument '") + name + "' must be 2-D, got " +
+                          std::to_string(a.shape.size()) + "-D");
+  if (!std::is_const_v<T> && a.readonly)
+    throw py::value_error(std::string("argument '") + name + "' is read-only");
+  return MatrixView<T>{static_cast<T*>(a.ptr), a.shape[0], a.shape[1], a.strides[0], a.strides[1],
+                       a.device};
+}
+
+template <class T>
+VectorView<T> as_vector(const ArrayInfo& a, const char* name) {
+  if (a.dtype != dtype_char<T>())
+    throw py::type_error(std::string("argument '") + name + "' has the wrong dtype (expected " +
+                         (sizeof(T) == 8 ? "float64" : "float32") + ")");
+  if (a.shape.size() != 1)
+    throw py::value_error(std::string("argument '") + name + "' must be 1-D, got " +
+                          std::to_string(a.shape.size()) + "-D");
+  if (!std::is_const_v<T> && a.readonly)
+    throw py::value_error(std::string("argument '") + name + "' is read-only");
+  return VectorView<T>{static_cast<T*>(a.ptr), a.shape[0], a.strides[0], a.device};
+}
+
+/// Call f(T{}) with T = double or float from a dtype char.
+template <class F>
+decltype(auto) dispatch(char dtype, const char* name, F&& f) {
+  if (dtype == 'd') return f(double{});
+  if (dtype == 'f') return f(float{});
+  throw py::type_error(std::string("argument '") + name + "' must be float32 or float64");
+}
+
+/// An MLP over the arrays of a Python model: holds the ArrayInfos alive with the views.
+template <class T>
+struct PyMlp {
+  std::vector<ArrayInfo> arrays;
+  Mlp<T> mlp;
+};
+
+template <class T>
+Mlp<T> make_mlp(const py::sequence& weights, const py::sequence& biases,
+                const std::vector<std::string>& activations, std::vector<ArrayInfo>& keep) {
+  if (py::len(weights) != py::len(biases))
+    throw py::value_error("arguments 'weights' and 'biases' must have the same length");
+  std::vector<Layer<T>> layers;
+  keep.reserve(2 * py::len(weights));
+  for (size_t l = 0; l < py::len(weights); ++l) {
+    const std::string wn = "layers[" + std::to_string(l) + "].weight";
+    const std::string bn = "layers[" + std::to_string(l) + "].bias";
+    keep.push_back(array_info(weights[l], wn.c_str()));
+    auto W = as_matrix<const T>(keep.back(), wn.c_str());
+    keep.push_back(array_info(biases[l], bn.c_str()));
+    auto b = as_vector<const T>(keep.back(), bn.c_str());
+    layers.push_back(Layer<T>{W, b});
+  }
+  std::vector<Activation> acts;
+  for (const auto& a : activations) acts.push_back(parse_activation(a));
+  return Mlp<T>(std::move(layers), std::move(acts));
+}
+
+Head make_head(const std::string& name, double sigma);
+
+}  // namespace fisherkit::py_bind

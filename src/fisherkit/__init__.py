@@ -1,0 +1,27 @@
+"""fisherkit: the Fisher information matrix of multilayer perceptrons.
+
+A compiled engine (C++ with BLAS and OpenMP, CUDA optional) behind a NumPy/CuPy API:
+estimate the FIM of an MLP (exact, score, Hessian and empirical estimators; full, layer,
+unit and diagonal shapes), say how good an estimate is, and use it for natural gradients.
+"""
+from __future__ import annotations
+
+from ._loader import _core
+from . import heads
+from ._backend import get_array_module
+from .model import MLP
+from .info import info, set_num_threads, num_threads, cmake_dir, include_dir
+
+__version__ = _core.version()
+
+__all__ = [
+    "MLP",
+    "heads",
+    "info",
+    "set_num_threads",
+    "num_threads",
+    "cmake_dir",
+    "include_dir",
+    "get_array_module",
+    "__version__",
+]

@@ -1,0 +1,41 @@
+"""The one place that decides NumPy or CuPy from the arrays a call is given."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _is_cupy(a: Any) -> bool:
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
+def get_array_module(*named: tuple[str, Any]) -> Any:
+    """Return numpy or cupy for the given ``(name, array)`` pairs.
+
+    Arrays that are None or Python scalars are ignored. Mixing NumPy and CuPy arrays is a
+    ``TypeError`` that says which argument lives where.
+    """
+    on_gpu, on_cpu = [], []
+    for name, a in named:
+        if a is None or np.isscalar(a):
+            continue
+        (on_gpu if _is_cupy(a) else on_cpu).append(name)
+    if on_gpu and on_cpu:
+        raise TypeError(
+            "arguments live on different devices: "
+            f"{', '.join(on_gpu)} on the GPU (CuPy), {', '.join(on_cpu)} on the CPU (NumPy); "
+            "move them to one device (cupy.asarray / cupy.asnumpy)"
+        )
+    if on_gpu:
+        import cupy
+
+        return cupy
+    return np
+
+
+def to_numpy(a: Any) -> np.ndarray:
+    """Host copy of an array of either library."""
+    if _is_cupy(a):
+        return a.get()
+    return np.asarray(a)

@@ -1,0 +1,58 @@
+"""Build facts and process-level settings."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ._loader import _core
+
+_HERE = Path(__file__).resolve().parent
+
+
+def cmake_dir() -> str:
+    """Folder to pass to ``find_package(fisherkit CONFIG)`` (as ``fisherkit_DIR``)."""
+    return str(_HERE / "share" / "cmake" / "fisherkit")
+
+
+def include_dir() -> str:
+    """Folder holding the C++ headers (``fisherkit/fisherkit.hpp``)."""
+    return str(_HERE / "include")
+
+
+def _gpu_visible() -> bool:
+    if not _core.cuda_compiled():
+        return False
+    return _core.cuda_device_count() > 0
+
+
+def info() -> dict[str, Any]:
+    """The build: version, BLAS, OpenMP threads, CUDA compiled in, GPU visible, CuPy."""
+    try:
+        import cupy  # noqa: F401
+
+        cupy_version: str | None = cupy.__version__
+    except Exception:  # noqa: BLE001 - any import failure means "no usable CuPy"
+        cupy_version = None
+    return {
+        "version": _core.version(),
+        "blas": _core.blas_name(),
+        "openmp": _core.openmp_enabled(),
+        "threads": _core.num_threads(),
+        "cuda_compiled": _core.cuda_compiled(),
+        "gpu_visible": _gpu_visible(),
+        "cuda_devices": _core.cuda_device_count(),
+        "cupy": cupy_version,
+        "cmake_dir": cmake_dir(),
+    }
+
+
+def set_num_threads(n: int) -> None:
+    """Threads for fisherkit's OpenMP loops and its BLAS (0 restores the default).
+
+    On machines whose vCPUs share one floating-point core, 1 is often fastest.
+    """
+    _core.set_num_threads(int(n))
+
+
+def num_threads() -> int:
+    return int(_core.num_threads())
