@@ -6,7 +6,9 @@ from typing import Any
 
 from ._loader import _core
 
-_HERE = Path(__file__).resolve().parent
+# The compiled module sits beside the installed C++ package (headers, library, CMake
+# config); in an editable install that is site-packages, not the source tree.
+_HERE = Path(_core.__file__).resolve().parent
 
 
 def cmake_dir() -> str:
