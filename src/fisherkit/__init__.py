@@ -10,12 +10,20 @@ from ._loader import _core
 from . import heads
 from ._backend import get_array_module
 from .model import MLP
+from .fisher import fisher
+from .matrices import Dense, Diagonal, FisherMatrix, LayerBlocks, UnitBlocks
 from .info import info, set_num_threads, num_threads, cmake_dir, include_dir
 
 __version__ = _core.version()
 
 __all__ = [
     "MLP",
+    "fisher",
+    "FisherMatrix",
+    "Dense",
+    "LayerBlocks",
+    "UnitBlocks",
+    "Diagonal",
     "heads",
     "info",
     "set_num_threads",

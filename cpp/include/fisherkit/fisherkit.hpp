@@ -5,3 +5,4 @@
 #include "fisherkit/heads.hpp"
 #include "fisherkit/mlp.hpp"
 #include "fisherkit/cuda.hpp"
+#include "fisherkit/accumulate.hpp"

@@ -1,0 +1,510 @@
+// Fisher estimators x shapes, accumulated over chunks (see accumulate.hpp).
+#include "fisherkit/accumulate.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "engine.hpp"
+#include "validate.hpp"
+
+namespace fisherkit {
+
+Estimator parse_estimator(const std::string& name) {
+  if (name == "exact") return Estimator::exact;
+  if (name == "score") return Estimator::score;
+  if (name == "hessian") return Estimator::hessian;
+  if (name == "empirical") return Estimator::empirical;
+  detail::fail("unknown estimator '", name, "'; expected one of exact, score, hessian, empirical");
+}
+Shape parse_shape(const std::string& name) {
+  if (name == "full") return Shape::full;
+  if (name == "layer") return Shape::layer;
+  if (name == "unit") return Shape::unit;
+  if (name == "diag") return Shape::diag;
+  detail::fail("unknown shape '", name, "'; expected one of full, layer, unit, diag");
+}
+const char* estimator_name(Estimator e) {
+  switch (e) {
+    case Estimator::exact: return "exact";
+    case Estimator::score: return "score";
+    case Estimator::hessian: return "hessian";
+    case Estimator::empirical: return "empirical";
+  }
+  return "?";
+}
+const char* shape_name(Shape s) {
+  switch (s) {
+    case Shape::full: return "full";
+    case Shape::layer: return "layer";
+    case Shape::unit: return "unit";
+    case Shape::diag: return "diag";
+  }
+  return "?";
+}
+
+namespace {
+
+/// Where each layer's values live in the flat output of a shape.
+struct Geometry {
+  std::vector<std::int64_t> n_out, n_in, param_off, block_off;
+  std::int64_t total = 0, P = 0, L = 0;
+};
+
+template <class T>
+Geometry geometry(const Mlp<T>& mlp, Shape shape) {
+  Geometry g;
+  g.L = mlp.n_layers();
+  g.P = mlp.n_params();
+  std::int64_t off = 0;
+  for (std::int64_t l = 1; l <= g.L; ++l) {
+    const std::int64_t no = mlp.widths()[l], ni = mlp.widths()[l - 1], k = ni + 1;
+    g.n_out.push_back(no);
+    g.n_in.push_back(ni);
+    g.param_off.push_back(mlp.param_offset(l));
+    g.block_off.push_back(off);
+    if (shape == Shape::unit) off += no * k * k;
+    if (shape == Shape::layer) off += (no * k) * (no * k);
+  }
+  g.total = shape == Shape::diag ? g.P : shape == Shape::full ? g.P * g.P : off;
+  return g;
+}
+
+/// Index of parameter (u, j) of a layer within that layer's flat block (j == n_in: bias).
+inline std::int64_t local_index(std::int64_t u, std::int64_t j, std::int64_t no, std::int64_t ni) {
+  return j < ni ? u * ni + j : no * ni + u;
+}
+
+/// Add the chunk's contribution computed by BLAS in T into the float64 accumulator.
+/// For double the BLAS call writes straight into the accumulator (beta = 1).
+template <class T, class Call>
+void blas_accumulate(double* acc, std::int64_t rows, std::int64_t cols, std::int64_t ld_acc,
+                     std::vector<T>& tmp, Call&& call) {
+  if constexpr (std::is_same_v<T, double>) {
+    call(acc, ld_acc, T(1));
+  } else {
+    tmp.resize(static_cast<size_t>(rows * cols));
+    call(tmp.data(), cols, T(0));
+    for (std::int64_t i = 0; i < rows; ++i)
+      for (std::int64_t j = 0; j < cols; ++j) acc[i * ld_acc + j] += double(tmp[i * cols + j]);
+  }
+}
+
+template <class T>
+struct FisherRun {
+  const Mlp<T>& mlp;
+  const Head& head;
+  const FisherOptions& opt;
+  Geometry g;
+  double* acc;
+  std::int64_t C, L;
+  // per-chunk buffers
+  detail::ForwardCache<T> f;
+  std::vector<T> D, buf, tmp, q, aug, rows, taubar, scratch;
+  std::vector<std::vector<T>> e, ehat, tdiag;        // per layer (n x n_l)
+  std::vector<std::vector<T>> Tst;                    // per layer stacked T_l (n x n_l x n_l)
+
+  FisherRun(const Mlp<T>& m, const Head& h, const FisherOptions& o, double* a)
+      : mlp(m), head(h), opt(o), g(geometry(m, o.shape)), acc(a), C(m.output_dim()), L(m.n_layers()) {}
+
+  std::int64_t rows_per_sample() const {
+    switch (opt.estimator) {
+      case Estimator::exact:
+      case Estimator::hessian: return C;
+      case Estimator::score: return opt.samples;
+      case Estimator::empirical: return 1;
+    }
+    return 1;
+  }
+
+  /// Top rows D (n*M x C) of the pseudo-outputs, and taubar for the Hessian estimator.
+  void top_rows(std::int64_t s0, std::int64_t n, MatrixView<const T> yc) {
+    const std::int64_t M = rows_per_sample();
+    const T* h = f.z[L].data();
+    D.assign(static_cast<size_t>(n * M * C), T(0));
+    if (opt.estimator == Estimator::hessian) taubar.assign(static_cast<size_t>(n * C), T(0));
+    const T sig = T(head.sigma);
+    const std::int64_t S = opt.samples;
+    detail::parallel_for(n, M * C * 8, [&](std::int64_t s) {
+      const T* hs = h + s * C;
+      T* Ds = D.data() + s * M * C;
+      std::vector<T> ybuf(static_cast<size_t>(C)), r(static_cast<size_t>(C)),
+          B(static_cast<size_t>(C * C));
+      switch (opt.estimator) {
+        case Estimator::exact:
+        case Estimator::hessian: {
+          detail::head_sqrt_covariance(head.kind, sig, hs, C, B.data());
+          for (std::int64_t k = 0; k < C; ++k)
+            for (std::int64_t a = 0; a < C; ++a) Ds[k * C + a] = B[a * C + k];
+          if (opt.estimator == Estimator::hessian) {
+            T* tb = taubar.data() + s * C;
+            for (std::int64_t j = 0; j < S; ++j) {
+              detail::Philox4x32 rng(opt.seed, static_cast<std::uint64_t>(opt.index_offset + s0 + s),
+                                     static_cast<std::uint32_t>(j), 0);
+              detail::head_sample(head.kind, sig, hs, C, rng, ybuf.data());
+              detail::head_residual(head.kind, sig, hs, ybuf.data(), C, r.data());
+              for (std::int64_t a = 0; a < C; ++a) tb[a] -= r[a] / T(S);  // t - eta = -residual
+            }
+          }
+          break;
+        }
+        case Estimator::score: {
+          const T scale = T(1) / std::sqrt(T(S));
+          for (std::int64_t j = 0; j < S; ++j) {
+            detail::Philox4x32 rng(opt.seed, static_cast<std::uint64_t>(opt.index_offset + s0 + s),
+                                   static_cast<std::uint32_t>(j), 0);
+            detail::head_sample(head.kind, sig, hs, C, rng, ybuf.data());
+            detail::head_residual(head.kind, sig, hs, ybuf.data(), C, Ds + j * C);
+            for (std::int64_t a = 0; a < C; ++a) Ds[j * C + a] *= scale;
+          }
+          break;
+        }
+        case Estimator::empirical:
+          detail::head_residual(head.kind, sig, hs, yc.row(s), C, Ds);
+          break;
+      }
+    });
+  }
+
+  /// Augmented inputs abar (n x (n_in + 1)) of layer l.
+  const T* augmented(std::int64_t l, std::int64_t n) {
+    const std::int64_t ni = g.n_in[l - 1], k = ni + 1;
+    const T* A = f.act(l - 1);
+    const std::int64_t lda = f.act_ld(mlp, l - 1);
+    aug.resize(static_cast<size_t>(n * k));
+    for (std::int64_t s = 0; s < n; ++s) {
+      std::copy(A + s * lda, A + s * lda + ni, aug.data() + s * k);
+      aug[s * k + ni] = T(1);
+    }
+    return aug.data();
+  }
+
+  /// Hessian estimator: e_l, ehat_l and the contracted output Hessians T_l per sample
+  /// (l = 1..L-1; T_L = 0). Keeps every T_l unless the shape needs only their diagonals
+  /// (diag, unit) and keep_all is false.
+  void hessian_pass(std::int64_t n, bool keep_all) {
+    const auto& w = mlp.widths();
+    e.assign(L + 1, {});
+    ehat.assign(L + 1, {});
+    tdiag.assign(L + 1, {});
+    Tst.assign(L + 1, {});
+    e[L].assign(taubar.begin(), taubar.end());
+    for (std::int64_t l = L - 1; l >= 1; --l) {
+      const auto& W = mlp.layer(l + 1).weight;
+      ehat[l].resize(static_cast<size_t>(n * w[l]));
+      blas::gemm(false, false, n, w[l], w[l + 1], T(1), e[l + 1].data(), w[l + 1], W.data,
+                 W.row_stride, T(0), ehat[l].data(), w[l]);
+      e[l].resize(ehat[l].size());
+      const T* d1 = f.d1[l].data();
+      for (size_t i = 0; i < e[l].size(); ++i) e[l][i] = ehat[l][i] * d1[i];
+    }
+    for (std::int64_t l = L - 1; l >= 1; --l) {
+      const std::int64_t nl = w[l], nu = w[l + 1];
+      auto& Tl = Tst[l];
+      Tl.assign(static_cast<size_t>(n * nl * nl), T(0));
+      if (l + 1 < L) {  // T_{l+1} != 0: T_l = D W^T T_{l+1} W D
+        const auto& W = mlp.layer(l + 1).weight;
+        scratch.resize(static_cast<size_t>(n * nu * nl));
+        blas::gemm(false, false, n * nu, nl, nu, T(1), Tst[l + 1].data(), nu, W.data, W.row_stride,
+                   T(0), scratch.data(), nl);
+        for (std::int64_t s = 0; s < n; ++s)
+          blas::gemm(true, false, nl, nl, nu, T(1), W.data, W.row_stride, scratch.data() + s * nu * nl,
+                     nl, T(0), Tl.data() + s * nl * nl, nl);
+        const T* d1 = f.d1[l].data();
+        detail::parallel_for(n, nl * nl, [&](std::int64_t s) {
+          T* Ts = Tl.data() + s * nl * nl;
+          const T* g1 = d1 + s * nl;
+          for (std::int64_t u = 0; u < nl; ++u)
+            for (std::int64_t v = 0; v < nl; ++v) Ts[u * nl + v] *= g1[u] * g1[v];
+        });
+      }
+      const T* d2 = f.d2[l].data();
+      for (std::int64_t s = 0; s < n; ++s)
+        for (std::int64_t u = 0; u < nl; ++u)
+          Tl[s * nl * nl + u * nl + u] += ehat[l][s * nl + u] * d2[s * nl + u];
+      tdiag[l].resize(static_cast<size_t>(n * nl));
+      for (std::int64_t s = 0; s < n; ++s)
+        for (std::int64_t u = 0; u < nl; ++u) tdiag[l][s * nl + u] = Tl[s * nl * nl + u * nl + u];
+      // diag and unit shapes need only the diagonals: drop T_{l+1} once T_l exists
+      if (!keep_all && l + 2 <= L && (opt.shape == Shape::diag || opt.shape == Shape::unit))
+        Tst[l + 1].clear();
+    }
+  }
+
+  /// acc_block -= sum_s T_l[s] (x) abar abar^T (within-layer Hessian term), into a block
+  /// of leading dimension ld at `block` whose rows/cols are the layer's local indices.
+  void subtract_within_layer(std::int64_t l, std::int64_t n, double* block, std::int64_t ld) {
+    const std::int64_t no = g.n_out[l - 1], ni = g.n_in[l - 1], k = ni + 1;
+    if (l == L) return;  // T_L = 0: the last layer is affine in its parameters
+    const T* A = augmented(l, n);
+    const T* Tl = Tst[l].data();
+    detail::parallel_for(no * k, n * no * k, [&](std::int64_t rowid) {
+      const std::int64_t u = rowid / k, j = rowid % k;
+      double* brow = block + local_index(u, j, no, ni) * ld;
+      for (std::int64_t s = 0; s < n; ++s) {
+        const T* a = A + s * k;
+        const T* Ts = Tl + s * no * no + u * no;
+        const double aj = double(a[j]);
+        if (aj == 0.0) continue;
+        for (std::int64_t v = 0; v < no; ++v) {
+          const double t = double(Ts[v]) * aj;
+          if (t == 0.0) continue;
+          for (std::int64_t kk = 0; kk < k; ++kk) brow[local_index(v, kk, no, ni)] -= t * double(a[kk]);
+        }
+      }
+    });
+  }
+
+  /// Full shape, Hessian estimator: the cross-layer output-Hessian terms (l < m),
+  /// math/variance.md 5.2, for every sample of the chunk. O(n P^2).
+  void subtract_cross_layer(std::int64_t n) {
+    const auto& w = mlp.widths();
+    const std::int64_t P = g.P;
+    for (std::int64_t s = 0; s < n; ++s) {
+      for (std::int64_t l = 1; l < L; ++l) {
+        const std::int64_t nl = w[l];
+        // A_{l->m}: d z_m / d z_l, n_m x n_l, starting from the identity at m = l.
+        std::vector<double> Aprev(static_cast<size_t>(nl * nl), 0.0);
+        for (std::int64_t u = 0; u < nl; ++u) Aprev[u * nl + u] = 1.0;
+        for (std::int64_t m = l + 1; m <= L; ++m) {
+          const std::int64_t nm = w[m], np = w[m - 1];
+          const auto& W = mlp.layer(m).weight;
+          const T* d1 = f.d1[m - 1].data() + s * np;
+          std::vector<double> Am(static_cast<size_t>(nm * nl), 0.0);
+          for (std::int64_t r = 0; r < nm; ++r)
+            for (std::int64_t k = 0; k < np; ++k) {
+              const double wk = double(W(r, k)) * double(d1[k]);
+              if (wk == 0.0) continue;
+              for (std::int64_t u = 0; u < nl; ++u) Am[r * nl + u] += wk * Aprev[k * nl + u];
+            }
+          std::vector<double> K1(static_cast<size_t>(nm * nl), 0.0);
+          if (m < L) {
+            const T* Tm = Tst[m].data() + s * nm * nm;
+            for (std::int64_t r = 0; r < nm; ++r)
+              for (std::int64_t v = 0; v < nm; ++v) {
+                const double t = double(Tm[r * nm + v]);
+                if (t == 0.0) continue;
+                for (std::int64_t u = 0; u < nl; ++u) K1[r * nl + u] += t * Am[v * nl + u];
+              }
+          }
+          const T* em = e[m].data() + s * nm;
+          const std::int64_t ni_l = w[l - 1], ni_m = np;
+          const T* al = f.act(l - 1) + s * f.act_ld(mlp, l - 1);
+          const T* am = f.act(m - 1) + s * f.act_ld(mlp, m - 1);
+          const std::int64_t off_l = g.param_off[l - 1], off_m = g.param_off[m - 1];
+          for (std::int64_t u = 0; u < nl; ++u)
+            for (std::int64_t j = 0; j <= ni_l; ++j) {
+              const double aj = j < ni_l ? double(al[j]) : 1.0;
+              if (aj == 0.0) continue;
+              double* row = acc + (off_l + local_index(u, j, nl, ni_l)) * P + off_m;
+              for (std::int64_t r = 0; r < nm; ++r) {
+                const double k1 = K1[r * nl + u], er = double(em[r]);
+                for (std::int64_t k = 0; k <= ni_m; ++k) {
+                  double v = k1 * (k < ni_m ? double(am[k]) : 1.0);
+                  if (k < ni_m) v += er * double(d1[k]) * Aprev[k * nl + u];
+                  row[local_index(r, k, nm, ni_m)] -= aj * v;
+                }
+              }
+            }
+          Aprev.swap(Am);
+        }
+      }
+    }
+  }
+
+  void chunk(std::int64_t s0, MatrixView<const T> Xc, MatrixView<const T> yc) {
+    const std::int64_t n = Xc.rows, M = rows_per_sample();
+    const bool hess = opt.estimator == Estimator::hessian;
+    detail::forward_chunk(mlp, Xc, f, true, hess);
+    top_rows(s0, n, yc);
+    if (hess) hessian_pass(n, false);
+    const Shape shape = opt.shape;
+    if (shape == Shape::full) rows.assign(static_cast<size_t>(n * M * g.P), T(0));
+    detail::backward_chunk(mlp, f, D, buf, M, [&](std::int64_t l, const T* Dl, std::int64_t no) {
+      const std::int64_t ni = g.n_in[l - 1], k = ni + 1;
+      if (shape == Shape::diag || shape == Shape::unit) {
+        // q[s,u] = sum_m Dl[s*M+m, u]^2 (minus the Hessian term's diagonal)
+        q.assign(static_cast<size_t>(n * no), T(0));
+        for (std::int64_t s = 0; s < n; ++s)
+          for (std::int64_t m = 0; m < M; ++m) {
+            const T* d = Dl + (s * M + m) * no;
+            for (std::int64_t u = 0; u < no; ++u) q[s * no + u] += d[u] * d[u];
+          }
+        if (hess && l < L)
+          for (std::int64_t i = 0; i < n * no; ++i) q[i] -= tdiag[l][i];
+        const T* Aa = augmented(l, n);
+        if (shape == Shape::diag) {
+          scratch.resize(static_cast<size_t>(n * k));
+          for (std::int64_t i = 0; i < n * k; ++i) scratch[i] = Aa[i] * Aa[i];
+          double* aw = acc + g.param_off[l - 1];
+          // weights part: (no x ni) = q^T abar^2[:, :ni]; bias part: q^T 1
+          blas_accumulate<T>(aw, no, ni, ni, tmp, [&](auto* dst, std::int64_t ldd, T beta) {
+            blas::gemm(true, false, no, ni, n, T(1), q.data(), no, scratch.data(), k, beta, dst, ldd);
+          });
+          for (std::int64_t s = 0; s < n; ++s)
+            for (std::int64_t u = 0; u < no; ++u) aw[no * ni + u] += double(q[s * no + u]);
+        } else {
+          bool nonneg = true;
+          for (auto v : q) nonneg = nonneg && v >= T(0);
+          scratch.resize(static_cast<size_t>(n * k));
+          for (std::int64_t u = 0; u < no; ++u) {
+            double* blk = acc + g.block_off[l - 1] + u * k * k;
+            if (nonneg) {
+              for (std::int64_t s = 0; s < n; ++s) {
+                const T sw = std::sqrt(q[s * no + u]);
+                for (std::int64_t j = 0; j < k; ++j) scratch[s * k + j] = sw * Aa[s * k + j];
+              }
+              blas_accumulate<T>(blk, k, k, k, tmp, [&](auto* dst, std::int64_t ldd, T beta) {
+                blas::syrk_rows(k, n, T(1), scratch.data(), k, beta, dst, ldd);
+              });
+            } else {
+              for (std::int64_t s = 0; s < n; ++s) {
+                const T ws = q[s * no + u];
+                for (std::int64_t j = 0; j < k; ++j) scratch[s * k + j] = ws * Aa[s * k + j];
+              }
+              blas_accumulate<T>(blk, k, k, k, tmp, [&](auto* dst, std::int64_t ldd, T beta) {
+                blas::gemm(true, false, k, k, n, T(1), Aa, k, scratch.data(), k, beta, dst, ldd);
+              });
+            }
+          }
+        }
+        return;
+      }
+      // layer / full: pseudo-gradient rows
+      const std::int64_t Dw = no * k;
+      const std::int64_t ldr = shape == Shape::full ? g.P : Dw;
+      const std::int64_t col0 = shape == Shape::full ? g.param_off[l - 1] : 0;
+      if (shape == Shape::layer) rows.assign(static_cast<size_t>(n * M * Dw), T(0));
+      const T* A = f.act(l - 1);
+      const std::int64_t lda = f.act_ld(mlp, l - 1);
+      detail::parallel_for(n * M, Dw, [&](std::int64_t r) {
+        const T* a = A + (r / M) * lda;
+        const T* d = Dl + r * no;
+        T* o = rows.data() + r * ldr + col0;
+        for (std::int64_t u = 0; u < no; ++u)
+          for (std::int64_t j = 0; j < ni; ++j) o[u * ni + j] = d[u] * a[j];
+        for (std::int64_t u = 0; u < no; ++u) o[no * ni + u] = d[u];
+      });
+      if (shape == Shape::layer) {
+        double* blk = acc + g.block_off[l - 1];
+        blas_accumulate<T>(blk, Dw, Dw, Dw, tmp, [&](auto* dst, std::int64_t ldd, T beta) {
+          blas::syrk_rows(Dw, n * M, T(1), rows.data(), Dw, beta, dst, ldd);
+        });
+        if (hess) subtract_within_layer(l, n, blk, Dw);
+      }
+    });
+    if (shape == Shape::full) {
+      blas_accumulate<T>(acc, g.P, g.P, g.P, tmp, [&](auto* dst, std::int64_t ldd, T beta) {
+        blas::syrk_rows(g.P, n * M, T(1), rows.data(), g.P, beta, dst, ldd);
+      });
+      if (hess) {
+        for (std::int64_t l = 1; l < L; ++l)
+          subtract_within_layer(l, n, acc + g.param_off[l - 1] * g.P + g.param_off[l - 1], g.P);
+        subtract_cross_layer(n);
+      }
+    }
+  }
+
+  /// Copy the upper triangle of every square block to its lower triangle.
+  void symmetrise() {
+    auto sym = [](double* b, std::int64_t m) {
+      for (std::int64_t i = 0; i < m; ++i)
+        for (std::int64_t j = 0; j < i; ++j) b[i * m + j] = b[j * m + i];
+    };
+    if (opt.shape == Shape::full) sym(acc, g.P);
+    for (std::int64_t l = 1; l <= L; ++l) {
+      const std::int64_t no = g.n_out[l - 1], k = g.n_in[l - 1] + 1;
+      if (opt.shape == Shape::layer) sym(acc + g.block_off[l - 1], no * k);
+      if (opt.shape == Shape::unit)
+        for (std::int64_t u = 0; u < no; ++u) sym(acc + g.block_off[l - 1] + u * k * k, k);
+    }
+  }
+};
+
+template <class T>
+std::int64_t per_sample_bytes(const Mlp<T>& mlp, const FisherOptions& opt) {
+  const std::int64_t C = mlp.output_dim();
+  const std::int64_t M = opt.estimator == Estimator::score ? opt.samples
+                         : opt.estimator == Estimator::empirical ? 1 : C;
+  std::int64_t b = 4 * detail::sum_widths(mlp) + 2 * M * detail::max_width(mlp) + M * C;
+  if (opt.shape == Shape::full) b += M * mlp.n_params();
+  if (opt.shape == Shape::layer) {
+    std::int64_t mx = 0;
+    for (std::int64_t l = 1; l <= mlp.n_layers(); ++l)
+      mx = std::max(mx, mlp.widths()[l] * (mlp.widths()[l - 1] + 1));
+    b += M * mx;
+  }
+  if (opt.estimator == Estimator::hessian) {
+    for (std::int64_t l = 1; l < mlp.n_layers(); ++l)
+      b += 2 * mlp.widths()[l] * mlp.widths()[l] + mlp.widths()[l] * mlp.widths()[l + 1] + 3 * mlp.widths()[l];
+  }
+  return b * static_cast<std::int64_t>(sizeof(T));
+}
+
+}  // namespace
+
+template <class T>
+std::int64_t fisher_size(const Mlp<T>& mlp, Shape shape) {
+  return geometry(mlp, shape).total;
+}
+
+template <class T>
+std::int64_t fisher_workspace_bytes(const Mlp<T>& mlp, const FisherOptions& opt, std::int64_t N) {
+  const std::int64_t chunk = detail::pick_chunk(opt.chunk, N, per_sample_bytes(mlp, opt));
+  std::int64_t acc = std::is_same_v<T, double> ? 0 : fisher_size(mlp, opt.shape) * 8;
+  return acc + chunk * per_sample_bytes(mlp, opt);
+}
+
+template <class T>
+void fisher(const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, MatrixView<const T> y,
+            const FisherOptions& opt, VectorView<T> out) {
+  detail::check_inputs(mlp, X, "X");
+  check_head(head, mlp.output_dim());
+  FISHERKIT_CHECK(opt.samples >= 1, "argument 'samples' must be >= 1, got ", opt.samples);
+  if (opt.estimator == Estimator::empirical) {
+    FISHERKIT_CHECK(y.data != nullptr && y.rows > 0, "the empirical estimator needs labels: "
+                    "argument 'y' is missing");
+    check_labels(head, y, X.rows, mlp.output_dim(), "y");
+  }
+  detail::check_host(out, "out");
+  const std::int64_t size = fisher_size(mlp, opt.shape);
+  FISHERKIT_CHECK(out.size == size, "argument 'out' must have ", size, " entries for shape '",
+                  shape_name(opt.shape), "', got ", out.size);
+  const std::int64_t N = X.rows;
+  std::vector<double> owned;
+  double* acc;
+  if constexpr (std::is_same_v<T, double>) {
+    if (out.stride == 1) {
+      acc = out.data;
+      std::fill(acc, acc + size, 0.0);
+    } else {
+      owned.assign(static_cast<size_t>(size), 0.0);
+      acc = owned.data();
+    }
+  } else {
+    owned.assign(static_cast<size_t>(size), 0.0);
+    acc = owned.data();
+  }
+  FisherRun<T> run(mlp, head, opt, acc);
+  const std::int64_t chunk = detail::pick_chunk(opt.chunk, N, per_sample_bytes(mlp, opt));
+  for (std::int64_t s0 = 0; s0 < N; s0 += chunk) {
+    const std::int64_t n = std::min(chunk, N - s0);
+    MatrixView<const T> yc = opt.estimator == Estimator::empirical ? y.rows_slice(s0, n) : y;
+    run.chunk(s0, X.rows_slice(s0, n), yc);
+  }
+  run.symmetrise();
+  const double inv = 1.0 / double(N);
+  for (std::int64_t i = 0; i < size; ++i) out[i] = T(acc[i] * inv);
+}
+
+#define FISHERKIT_INSTANTIATE_FISHER(T)                                                        \
+  template std::int64_t fisher_size<T>(const Mlp<T>&, Shape);                                  \
+  template std::int64_t fisher_workspace_bytes<T>(const Mlp<T>&, const FisherOptions&,         \
+                                                  std::int64_t);                               \
+  template void fisher<T>(const Mlp<T>&, const Head&, MatrixView<const T>, MatrixView<const T>, \
+                          const FisherOptions&, VectorView<T>);
+FISHERKIT_INSTANTIATE_FISHER(float)
+FISHERKIT_INSTANTIATE_FISHER(double)
+
+}  // namespace fisherkit

@@ -1,0 +1,45 @@
+// Bindings of the Fisher estimators (cpp/include/fisherkit/accumulate.hpp).
+#include "common.hpp"
+
+namespace fisherkit::py_bind {
+namespace {
+
+void bind(py::module_& m) {
+  m.def(
+      "fisher",
+      [](py::sequence Ws, py::sequence bs, const std::vector<std::string>& acts,
+         const std::string& head, double sigma, py::handle X, py::object y,
+         const std::string& estimator, const std::string& shape, std::int64_t samples,
+         std::uint64_t seed, std::int64_t chunk, std::int64_t index_offset, py::handle out) {
+        auto xi = array_info(X, "X"), oi = array_info(out, "out");
+        ArrayInfo yi;
+        if (!y.is_none()) yi = array_info(y, "y");
+        dispatch(xi.dtype, "X", [&](auto t) {
+          using T = decltype(t);
+          std::vector<ArrayInfo> keep;
+          auto mlp = make_mlp<T>(Ws, bs, acts, keep);
+          auto hd = make_head(head, sigma);
+          auto x = as_matrix<const T>(xi, "X");
+          MatrixView<const T> yy;
+          if (!y.is_none()) yy = as_matrix<const T>(yi, "y");
+          auto o = as_vector<T>(oi, "out");
+          FisherOptions opt;
+          opt.estimator = parse_estimator(estimator);
+          opt.shape = parse_shape(shape);
+          opt.samples = samples;
+          opt.seed = seed;
+          opt.chunk = chunk;
+          opt.index_offset = index_offset;
+          py::gil_scoped_release nogil;
+          fisher(mlp, hd, x, yy, opt, o);
+        });
+      },
+      py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"),
+      py::arg("sigma"), py::arg("X"), py::arg("y"), py::arg("estimator"), py::arg("shape"),
+      py::arg("samples"), py::arg("seed"), py::arg("chunk"), py::arg("index_offset"), py::arg("out"));
+}
+
+Register reg(25, bind);
+
+}  // namespace
+}  // namespace fisherkit::py_bind

@@ -1,0 +1,125 @@
+"""``fisherkit.fisher``: the Fisher information matrix of an MLP, in every estimator and
+shape, streamed over chunks of inputs in the compiled core."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import heads as _heads
+from ._loader import _core
+from ._validate import check_fits
+from .matrices import Dense, Diagonal, FisherMatrix, LayerBlocks, UnitBlocks, _layer_geometry
+from .model import MLP
+
+ESTIMATORS = ("exact", "score", "hessian", "empirical")
+SHAPES = ("full", "layer", "unit", "diag")
+
+
+def result_size(sizes: list[int], shape: str) -> int:
+    """Number of values of the flat result of `shape` for layer widths `sizes`."""
+    geo = _layer_geometry(sizes)
+    if shape == "diag":
+        return sum(o * i + o for o, i, _ in geo)
+    if shape == "full":
+        p = sum(o * i + o for o, i, _ in geo)
+        return p * p
+    if shape == "unit":
+        return sum(o * (i + 1) ** 2 for o, i, _ in geo)
+    return sum((o * (i + 1)) ** 2 for o, i, _ in geo)
+
+
+def _wrap(flat: Any, sizes: list[int], shape: str, n: int, estimator: str) -> FisherMatrix:
+    if shape == "diag":
+        return Diagonal(flat, sizes, n, estimator)
+    if shape == "full":
+        p = int(round(flat.size ** 0.5))
+        return Dense(flat.reshape(p, p), sizes, n, estimator)
+    blocks, off = [], 0
+    for o, i, _ in _layer_geometry(sizes):
+        k = i + 1
+        if shape == "unit":
+            blocks.append(flat[off:off + o * k * k].reshape(o, k, k))
+            off += o * k * k
+        else:
+            d = o * k
+            blocks.append(flat[off:off + d * d].reshape(d, d))
+            off += d * d
+    cls = UnitBlocks if shape == "unit" else LayerBlocks
+    return cls(blocks, sizes, n, estimator)
+
+
+def fisher(
+    model: MLP,
+    X: Any,
+    y: Any = None,
+    *,
+    estimator: str = "exact",
+    shape: str = "diag",
+    samples: int = 1,
+    seed: int | None = None,
+    chunk: int | None = None,
+    max_bytes: int | None = None,
+    index_offset: int = 0,
+) -> FisherMatrix:
+    """Estimate the Fisher information matrix of `model` over the inputs `X`.
+
+    Parameters
+    ----------
+    model : MLP
+    X : array (N, n_0)
+        Inputs. Converted once to the model's dtype if needed.
+    y : array, optional
+        Labels, needed (only) by ``estimator="empirical"``.
+    estimator : {"exact", "score", "hessian", "empirical"}
+        ``exact``: (1/N) sum_n J_n^T Cov(t|h_n) J_n, no sampling. ``score`` (I1): average
+        of score outer products with `samples` labels drawn from the model per input.
+        ``hessian`` (I2): average negative Hessian of the log-likelihood at `samples`
+        drawn labels (indefinite in general; within-layer terms need phi''). ``empirical``:
+        score outer products at the given labels (biased unless y ~ model).
+    shape : {"full", "layer", "unit", "diag"}
+        P x P; one block per layer; one (n_in+1)^2 block per unit (bias last); the diagonal.
+    samples : int
+        Label draws per input for ``score`` and ``hessian``.
+    seed : int, optional
+        Key of the counter-based generator: the same seed gives the same estimate whatever
+        `chunk` and the thread count. None draws fresh entropy.
+    chunk : int, optional
+        Inputs per chunk (default: about 32 MiB of workspace). Memory is the result plus
+        O(chunk x (C x max width + P)) workspace; the N x C x P Jacobian is never formed.
+    max_bytes : int, optional
+        Memory budget for the result and its workspace (default: half the available
+        memory). A request beyond it raises MemoryError before allocating.
+    index_offset : int
+        Global index of X's first row, so that chunks of one stream drawn with one seed
+        and merged with ``.merge`` equal the estimate over the whole stream.
+
+    Returns
+    -------
+    Dense, LayerBlocks, UnitBlocks or Diagonal, averaged over the N inputs (and draws).
+    """
+    if not isinstance(model, MLP):
+        raise TypeError(f"argument 'model' must be a fisherkit.MLP, got {type(model).__name__}")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; expected one of {', '.join(ESTIMATORS)}")
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
+    samples = int(samples)
+    if samples < 1:
+        raise ValueError(f"argument 'samples' must be >= 1, got {samples}")
+    if estimator == "empirical" and y is None:
+        raise ValueError("the empirical estimator needs labels: pass y (or use estimator='exact')")
+    if estimator != "empirical":
+        y = None
+    Xc, yc = model._inputs(X, y)
+    sizes = model.sizes
+    size = result_size(sizes, shape)
+    item = model.dtype.itemsize
+    extra = size * 8 if model.dtype == np.float32 else 0  # float64 accumulator
+    suggestion = ("use shape='unit' or shape='diag', which fit in memory"
+                  if shape in ("full", "layer") else "use shape='diag' or a smaller model")
+    check_fits(size * item + extra, f"the {shape!r} Fisher of {model.n_params} parameters", suggestion, max_bytes)
+    out = model.xp.empty(size, dtype=model.dtype)
+    _core.fisher(*model._core_args(), model.head, model.sigma, Xc, yc, estimator, shape, samples,
+                 _heads.resolve_seed(seed), int(chunk or 0), int(index_offset), out)
+    return _wrap(out, sizes, shape, Xc.shape[0], estimator)

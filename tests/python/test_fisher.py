@@ -1,0 +1,294 @@
+"""fisherkit.fisher: every estimator x shape against brute-force float64 references
+(finite-difference Hessians, analytic per-sample Jacobians, exact enumeration)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fisherkit
+import fisherkit.heads as heads
+from reference import analytic_jacobian, fd_hessians, forward_one, head_cov, head_support, model_layers
+
+SHAPES = ["full", "layer", "unit", "diag"]
+
+
+def t_stat(head, y, sigma=1.0, C=None):
+    y = np.atleast_1d(np.asarray(y, float))
+    if head == "categorical":
+        e = np.zeros(C)
+        e[int(y[0])] = 1
+        return e
+    return y / sigma**2 if head == "gaussian" else y
+
+
+def eta(head, h, sigma=1.0):
+    if head == "categorical":
+        p = np.exp(h - h.max())
+        return p / p.sum()
+    if head == "gaussian":
+        return h / sigma**2
+    if head == "bernoulli":
+        return 1 / (1 + np.exp(-h))
+    return np.exp(h)
+
+
+def ref_parts(model, X):
+    """Per input: J (C x P), I(h) (C x C), H (C x P x P), h."""
+    layers = model_layers(model)
+    out = []
+    for x in X:
+        h = forward_one(layers, model.activations, x)[0]
+        out.append((analytic_jacobian(layers, model.activations, x), head_cov(model.head, h, model.sigma),
+                    fd_hessians(layers, model.activations, x), h))
+    return out
+
+
+def ref_exact(parts):
+    return np.mean([J.T @ I @ J for J, I, _, _ in parts], axis=0)
+
+
+def ref_sampled(model, parts, draws, estimator):
+    """I1 or I2 from the given draws (N x S label rows)."""
+    C = model.output_dim
+    acc = []
+    for (J, I, H, h), ys in zip(parts, draws):
+        mats = []
+        for y in ys:
+            tau = t_stat(model.head, y, model.sigma, C) - eta(model.head, h, model.sigma)
+            if estimator == "score":
+                s = J.T @ tau
+                mats.append(np.outer(s, s))
+            else:
+                mats.append(J.T @ I @ J - np.einsum("a,aij->ij", tau, H))
+        acc.append(np.mean(mats, axis=0))
+    return np.mean(acc, axis=0)
+
+
+def restrict(dense, sizes, shape):
+    """The reference dense matrix reduced to the structure of `shape` (block diagonal)."""
+    P = dense.shape[0]
+    mask = np.zeros((P, P), bool)
+    if shape == "full":
+        mask[:] = True
+    elif shape == "diag":
+        mask[np.diag_indices(P)] = True
+    elif shape == "layer":
+        off = 0
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            d = n_out * (n_in + 1)
+            mask[off:off + d, off:off + d] = True
+            off += d
+    else:
+        for ix in fisherkit.matrices.unit_index(sizes):
+            mask[ix[:, :, None], ix[:, None, :]] = True
+    return np.where(mask, dense, 0.0)
+
+
+def labels_from_draws(head, draws):
+    return draws  # (N, S) indices or (N, S, C)
+
+
+NETS = [
+    ([3, 4, 3], "tanh", "categorical"),
+    ([2, 3, 3, 2], "sigmoid", "gaussian"),
+    ([2, 3, 2, 2], "softplus", "bernoulli"),
+    ([3, 2, 2], "erf", "poisson"),
+    ([2, 5, 1], "tanh", "gaussian"),      # C = 1
+    ([1, 3, 2, 3], "relu", "categorical"),
+]
+
+
+@pytest.fixture(scope="module", params=NETS, ids=lambda p: f"{p[1]}-{p[2]}-{len(p[0])-1}L")
+def case(request):
+    sizes, act, head = request.param
+    model = fisherkit.MLP.init(sizes, act, head, seed=4, bias_std=0.4, sigma=0.8,
+                               weight_std=1.3 if head != "poisson" else 0.6)
+    X = np.random.default_rng(9).standard_normal((4, sizes[0])) + 0.05
+    return model, X, ref_parts(model, X)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_exact(case, shape):
+    model, X, parts = case
+    F = fisherkit.fisher(model, X, estimator="exact", shape=shape)
+    ref = restrict(ref_exact(parts), model.sizes, shape)
+    np.testing.assert_allclose(F.to_dense(), ref, rtol=1e-9, atol=1e-11 * np.abs(ref).max())
+    assert F.n_samples == len(X) and F.estimator == "exact"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("estimator", ["score", "hessian"])
+def test_sampled_estimators_match_reference_on_the_same_draws(case, shape, estimator):
+    model, X, parts = case
+    S, seed = 3, 77
+    F = fisherkit.fisher(model, X, estimator=estimator, shape=shape, samples=S, seed=seed)
+    draws = heads.sample(model.head, model.forward(X), samples=S, seed=seed, sigma=model.sigma)
+    ref = restrict(ref_sampled(model, parts, draws, estimator), model.sizes, shape)
+    # the Hessian reference uses finite-difference Hessians (error ~1e-9)
+    tol = 1e-9 if estimator == "score" else 1e-6
+    np.testing.assert_allclose(F.to_dense(), ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+def test_reference_estimators_are_unbiased_by_enumeration(case):
+    """The oracle itself: support-weighted per-draw I1 and I2 equal J^T I J (1e-12)."""
+    model, X, parts = case
+    if model.head == "poisson":
+        pytest.skip("Poisson support is infinite (covered by the truncated-sum head tests)")
+    for (J, I, H, h), x in zip(parts, X):
+        ys, w, _ = head_support(model.head, h, model.sigma)
+        for est in ("score", "hessian"):
+            mats = [ref_sampled(model, [(J, I, H, h)], [[y]], est) for y in ys]
+            mean = np.einsum("k,kij->ij", w, np.array(mats))
+            np.testing.assert_allclose(mean, J.T @ I @ J, rtol=1e-12, atol=1e-12 * np.abs(J.T @ I @ J).max())
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_empirical_enumeration_equals_exact(shape):
+    """Probability-weighted empirical Fishers over every label = the exact Fisher (1e-12)."""
+    for head in ("categorical", "bernoulli"):
+        model = fisherkit.MLP.init([2, 3, 2], "tanh", head, seed=2, bias_std=0.3)
+        X = np.random.default_rng(1).standard_normal((3, 2))
+        exact = fisherkit.fisher(model, X, shape=shape).to_dense()
+        total = np.zeros_like(exact)
+        H = model.forward(X)
+        for n in range(3):
+            ys, w, _ = head_support(head, H[n])
+            for y, p in zip(ys, w):
+                yl = y[0] if head == "categorical" else y
+                total += p * fisherkit.fisher(model, X[n:n + 1], np.atleast_2d(yl), estimator="empirical",
+                                              shape=shape).to_dense() / 3
+        np.testing.assert_allclose(total, exact, rtol=1e-12, atol=1e-14)
+
+
+def test_empirical_matches_per_sample_gradients():
+    model = fisherkit.MLP.init([4, 5, 3], "relu", "categorical", seed=0)
+    X = np.random.default_rng(3).standard_normal((11, 4))
+    y = np.arange(11) % 3
+    G = model.per_sample_grads(X, y)
+    F = fisherkit.fisher(model, X, y, estimator="empirical", shape="full")
+    np.testing.assert_allclose(F.to_dense(), G.T @ G / 11, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("estimator", ["exact", "score", "hessian"])
+def test_shapes_agree_with_each_other(estimator):
+    model = fisherkit.MLP.init([3, 5, 4, 3], "tanh", "categorical", seed=1, bias_std=0.2)
+    X = np.random.default_rng(2).standard_normal((13, 3))
+    kw = dict(estimator=estimator, samples=2, seed=5)
+    full = fisherkit.fisher(model, X, shape="full", **kw).to_dense()
+    diag = fisherkit.fisher(model, X, shape="diag", **kw).values
+    np.testing.assert_allclose(np.diag(full), diag, rtol=1e-10, atol=1e-14)
+    for shape in ("layer", "unit"):
+        F = fisherkit.fisher(model, X, shape=shape, **kw)
+        np.testing.assert_allclose(F.diagonal(), diag, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(F.to_dense(), restrict(full, model.sizes, shape), rtol=1e-10, atol=1e-14)
+
+
+def test_merge_chunk_and_thread_independence():
+    model = fisherkit.MLP.init([3, 6, 3], "sigmoid", "categorical", seed=3)
+    X = np.random.default_rng(4).standard_normal((40, 3))
+    for shape in SHAPES:
+        for est in ("exact", "score", "hessian"):
+            whole = fisherkit.fisher(model, X, estimator=est, shape=shape, samples=2, seed=11)
+            a = fisherkit.fisher(model, X[:15], estimator=est, shape=shape, samples=2, seed=11)
+            b = fisherkit.fisher(model, X[15:], estimator=est, shape=shape, samples=2, seed=11, index_offset=15)
+            m = a.merge(b)
+            assert m.n_samples == 40
+            np.testing.assert_allclose(m.to_dense(), whole.to_dense(), rtol=1e-12, atol=1e-15)
+            for chunk in (1, 7):
+                c = fisherkit.fisher(model, X, estimator=est, shape=shape, samples=2, seed=11, chunk=chunk)
+                np.testing.assert_allclose(c.to_dense(), whole.to_dense(), rtol=1e-12, atol=1e-15)
+    try:
+        fisherkit.set_num_threads(1)
+        one = fisherkit.fisher(model, X, estimator="score", shape="unit", seed=3).to_dense()
+        fisherkit.set_num_threads(2)
+        two = fisherkit.fisher(model, X, estimator="score", shape="unit", seed=3).to_dense()
+    finally:
+        fisherkit.set_num_threads(0)
+    np.testing.assert_allclose(one, two, rtol=1e-12, atol=1e-15)
+
+
+def test_hessian_estimator_structural_zeros():
+    """Last layer: I2 equals the exact block (zero variance). ReLU: the I2 diagonal is exact."""
+    model = fisherkit.MLP.init([3, 4, 4, 3], "tanh", "categorical", seed=6, bias_std=0.3)
+    X = np.random.default_rng(5).standard_normal((9, 3))
+    ex = fisherkit.fisher(model, X, shape="layer").blocks[-1]
+    h2 = fisherkit.fisher(model, X, estimator="hessian", shape="layer", samples=1, seed=1).blocks[-1]
+    np.testing.assert_allclose(h2, ex, rtol=1e-12, atol=1e-15)
+    relu = fisherkit.MLP.init([3, 6, 5, 3], "relu", "gaussian", seed=2)
+    d_ex = fisherkit.fisher(relu, X, shape="diag").values
+    d_h2 = fisherkit.fisher(relu, X, estimator="hessian", shape="diag", seed=4).values
+    np.testing.assert_allclose(d_h2, d_ex, rtol=1e-12, atol=1e-15)
+    u_ex = fisherkit.fisher(relu, X, shape="unit").to_dense()
+    u_h2 = fisherkit.fisher(relu, X, estimator="hessian", shape="unit", seed=4).to_dense()
+    np.testing.assert_allclose(u_h2, u_ex, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("estimator", ["exact", "score", "hessian"])
+def test_float32_agrees_with_float64(shape, estimator):
+    m64 = fisherkit.MLP.init([5, 7, 4], "tanh", "categorical", seed=8)
+    m32 = fisherkit.MLP(m64.layers, m64.activations, m64.head, dtype=np.float32)
+    X = np.random.default_rng(6).standard_normal((50, 5))
+    kw = dict(estimator=estimator, shape=shape, samples=2, seed=9)
+    F64 = fisherkit.fisher(m64, X, **kw).to_dense()
+    F32 = fisherkit.fisher(m32, X, **kw)
+    assert F32.dtype == np.float32
+    # chunk sums in float32 (eps 6e-8 x chunk terms), then float64 accumulation
+    np.testing.assert_allclose(F32.to_dense(), F64, rtol=0, atol=2e-5 * np.abs(F64).max())
+
+
+def test_matrix_objects_against_dense_linear_algebra():
+    model = fisherkit.MLP.init([3, 4, 3], "tanh", "categorical", seed=10, bias_std=0.5)
+    X = np.random.default_rng(7).standard_normal((30, 3))
+    rng = np.random.default_rng(8)
+    for shape in SHAPES:
+        F = fisherkit.fisher(model, X, shape=shape)
+        D = F.to_dense()
+        v = rng.standard_normal(model.n_params)
+        V = rng.standard_normal((model.n_params, 3))
+        np.testing.assert_allclose(F.mv(v), D @ v, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(F.mv(V), D @ V, rtol=1e-12, atol=1e-14)
+        lam = 1e-2
+        A = D + lam * np.eye(model.n_params)
+        np.testing.assert_allclose(F.solve(v, damping=lam), np.linalg.solve(A, v), rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(F.solve(V, damping=lam), np.linalg.solve(A, V), rtol=1e-8, atol=1e-10)
+        assert F.trace() == pytest.approx(np.trace(D), rel=1e-12)
+        assert F.frobenius() == pytest.approx(np.linalg.norm(D), rel=1e-12)
+        ev = F.eigvalsh()
+        allev = np.sort(np.concatenate([np.ravel(e) for e in (ev if isinstance(ev, list) else [ev])]))
+        np.testing.assert_allclose(allev, np.linalg.eigvalsh(D), rtol=1e-9, atol=1e-12)
+        inv = F.inverse(damping=lam)
+        if shape == "full":
+            np.testing.assert_allclose(inv @ A, np.eye(model.n_params), atol=1e-9)
+        elif shape == "diag":
+            np.testing.assert_allclose(inv, 1 / np.diag(A), rtol=1e-12)
+    # softmax Fishers are singular: undamped solves must name the block
+    with pytest.raises(ValueError, match="not positive definite|not positive"):
+        fisherkit.fisher(model, X, shape="layer").solve(np.ones(model.n_params))
+
+
+def test_bad_arguments():
+    model = fisherkit.MLP.init([3, 4, 3], "tanh", "categorical")
+    X = np.zeros((2, 3))
+    with pytest.raises(ValueError, match="unknown estimator"):
+        fisherkit.fisher(model, X, estimator="fisher")
+    with pytest.raises(ValueError, match="unknown shape"):
+        fisherkit.fisher(model, X, shape="kfac")
+    with pytest.raises(ValueError, match="needs labels"):
+        fisherkit.fisher(model, X, estimator="empirical")
+    with pytest.raises(ValueError, match="samples"):
+        fisherkit.fisher(model, X, estimator="score", samples=0)
+    with pytest.raises(MemoryError, match=r"needs .* GiB.*shape='unit' or shape='diag'"):
+        fisherkit.fisher(model, X, shape="full", max_bytes=100)
+    with pytest.raises(TypeError, match="model"):
+        fisherkit.fisher("model", X)
+    with pytest.raises(ValueError, match="different models"):
+        a = fisherkit.fisher(model, X)
+        b = fisherkit.fisher(fisherkit.MLP.init([3, 5, 3]), X)
+        a.merge(b)
+
+
+def test_big_dense_request_refused_before_allocating():
+    big = fisherkit.MLP.init([784, 128, 10], "tanh", "categorical", dtype=np.float64)
+    with pytest.raises(MemoryError, match=r"needs 77\.17 GiB"):
+        fisherkit.fisher(big, np.zeros((1, 784)), shape="full")
