@@ -52,11 +52,12 @@ struct Philox4x32 {
     return out[used++];
   }
 
-  /// Uniform double in the open interval (0, 1), 53 random bits.
+  /// Uniform double in the open interval (0, 1).
   FISHERKIT_HD double uniform() {
     const std::uint64_t hi = next_u32(), lo = next_u32();
-    const std::uint64_t x = ((hi << 32) | lo) >> 11;
-    return (static_cast<double>(x) + 0.5) * 1.1102230246251565e-16;  // 2^-53
+    // 52 random bits: x + 0.5 is exact, so the result is at most 1 - 2^-53 (never 1.0).
+    const std::uint64_t x = ((hi << 32) | lo) >> 12;
+    return (static_cast<double>(x) + 0.5) * 2.220446049250313e-16;  // 2^-52
   }
 
   /// Standard normal by Box-Muller (one value per call; the pair's twin is discarded to
