@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from ._loader import _core
 from . import heads
+from . import linalg
+from . import meanfield
 from ._backend import get_array_module
 from .model import MLP
 from .fisher import fisher
@@ -25,6 +27,8 @@ __all__ = [
     "UnitBlocks",
     "Diagonal",
     "heads",
+    "linalg",
+    "meanfield",
     "info",
     "set_num_threads",
     "num_threads",

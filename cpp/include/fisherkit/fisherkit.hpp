@@ -6,3 +6,5 @@
 #include "fisherkit/mlp.hpp"
 #include "fisherkit/cuda.hpp"
 #include "fisherkit/accumulate.hpp"
+#include "fisherkit/dpr2.hpp"
+#include "fisherkit/rank1.hpp"

@@ -1,0 +1,42 @@
+// BLAS/LAPACK wrappers for the structured solves (private): symmetric rank-k update of the
+// rows of a matrix, and a double Cholesky factor/solve, from scipy-openblas32 (symbols
+// prefixed scipy_).
+#pragma once
+#include <cblas.h>
+#include <lapacke.h>
+
+#include <cstdint>
+
+#include "blas.hpp"
+
+namespace fisherkit::blas {
+
+/// Row-major upper triangle of C (n x n) = alpha A A^T + beta C, A is n x k (the Gram
+/// matrix of the n rows of A).
+inline void syrk_cols(std::int64_t n, std::int64_t k, float alpha, const float* A,
+                      std::int64_t lda, float beta, float* C, std::int64_t ldc) {
+  if (n == 0) return;
+  scipy_cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, to_int(n, "n"), to_int(k, "k"),
+                    alpha, A, to_int(lda, "lda"), beta, C, to_int(ldc, "ldc"));
+}
+inline void syrk_cols(std::int64_t n, std::int64_t k, double alpha, const double* A,
+                      std::int64_t lda, double beta, double* C, std::int64_t ldc) {
+  if (n == 0) return;
+  scipy_cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, to_int(n, "n"), to_int(k, "k"),
+                    alpha, A, to_int(lda, "lda"), beta, C, to_int(ldc, "ldc"));
+}
+
+/// Cholesky of the row-major upper triangle of A (n x n); returns LAPACK's info (0: ok,
+/// i > 0: the leading minor of order i is not positive).
+inline int potrf_upper(std::int64_t n, double* A, std::int64_t lda) {
+  return scipy_LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', to_int(n, "n"), A, to_int(lda, "lda"));
+}
+
+/// Solve A X = B with A factored by potrf_upper; B is n x nrhs row-major.
+inline int potrs_upper(std::int64_t n, std::int64_t nrhs, const double* A, std::int64_t lda,
+                       double* Bm, std::int64_t ldb) {
+  return scipy_LAPACKE_dpotrs(LAPACK_ROW_MAJOR, 'U', to_int(n, "n"), to_int(nrhs, "nrhs"), A,
+                              to_int(lda, "lda"), Bm, to_int(ldb, "ldb"));
+}
+
+}  // namespace fisherkit::blas
