@@ -96,6 +96,12 @@ void forward_chunk(const Mlp<T>& mlp, MatrixView<const T> Xc, ForwardCache<T>& f
       }
     });
   }
+  // Overflow in the forward pass (huge inputs or weights) is an error here, not a NaN later.
+  const T* h = f.z[L].data();
+  const std::int64_t C = w[L];
+  for (std::int64_t i = 0; i < n * C; ++i)
+    FISHERKIT_CHECK(fk_isfinite(h[i]), "the network output is not finite (overflow in the forward "
+                    "pass: inputs or weights too large for ", sizeof(T) == 4 ? "float32" : "float64", ")");
 }
 
 /// Backward pass of M rows per sample. On entry D holds n*M rows of C = n_L values

@@ -30,7 +30,19 @@ def as_matrix(xp: Any, a: Any, name: str, dtype: np.dtype, cols: int | None = No
         raise ValueError(f"argument '{name}' is an empty batch (0 rows)")
     if cols is not None and arr.shape[1] != cols:
         raise ValueError(f"argument '{name}' must have {cols} columns, got shape {tuple(arr.shape)}")
-    return xp.ascontiguousarray(arr, dtype=dtype)
+    return _convert(xp, arr, dtype, name)
+
+
+def _convert(xp: Any, arr: Any, dtype: np.dtype, name: str, copy: bool = False) -> Any:
+    """C-contiguous `dtype` copy (or view when allowed) of `arr`. Narrowing float64 to
+    float32 must not turn finite values into Inf: that is reported as out of range."""
+    narrowing = arr.dtype.kind == "f" and arr.dtype.itemsize > np.dtype(dtype).itemsize
+    with np.errstate(over="ignore"):
+        out = xp.array(arr, dtype=dtype, order="C", copy=True) if copy else xp.ascontiguousarray(arr, dtype=dtype)
+    if narrowing and not bool(xp.isfinite(out).all()) and bool(xp.isfinite(arr).all()):
+        raise ValueError(f"argument '{name}' has finite values beyond the range of {np.dtype(dtype).name} "
+                         "(the model's dtype); rescale it or use a float64 model")
+    return out
 
 
 def as_labels(xp: Any, y: Any, name: str, head: str, n: int, c: int, dtype: np.dtype) -> Any:
@@ -48,7 +60,7 @@ def as_labels(xp: Any, y: Any, name: str, head: str, n: int, c: int, dtype: np.d
         raise ValueError(
             f"argument '{name}' must have shape {want} for the {head} head, got {tuple(arr.shape)}"
         )
-    return xp.ascontiguousarray(arr, dtype=dtype)
+    return _convert(xp, arr, dtype, name)
 
 
 def available_memory() -> int:
@@ -71,7 +83,23 @@ def check_fits(nbytes: int, what: str, suggestion: str, budget: int | None = Non
     half the available memory)."""
     limit = available_memory() // 2 if budget is None else budget
     if nbytes > limit:
-        raise MemoryError(
-            f"{what} needs {nbytes / 2**30:.2f} GiB but the budget is {limit / 2**30:.2f} GiB; "
-            f"{suggestion}"
-        )
+        raise MemoryError(f"{what} needs {format_bytes(nbytes)} but the budget is {format_bytes(limit)}; {suggestion}")
+
+
+def format_bytes(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} bytes"
+
+
+def as_chunk(chunk: Any) -> int:
+    """A chunk size: a non-negative integer (0 or None: automatic)."""
+    if chunk is None:
+        return 0
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)):
+        raise TypeError(f"argument 'chunk' must be an integer, got {type(chunk).__name__}")
+    chunk = int(chunk)
+    if chunk < 0 or chunk > 2**40:
+        raise ValueError(f"argument 'chunk' must be between 0 (automatic) and 2**40, got {chunk}")
+    return chunk

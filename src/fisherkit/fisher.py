@@ -8,7 +8,7 @@ import numpy as np
 
 from . import heads as _heads
 from ._loader import _core
-from ._validate import check_fits
+from ._validate import as_chunk, check_fits
 from .matrices import Dense, Diagonal, FisherMatrix, LayerBlocks, UnitBlocks, _layer_geometry
 from .model import MLP
 
@@ -121,5 +121,5 @@ def fisher(
     check_fits(size * item + extra, f"the {shape!r} Fisher of {model.n_params} parameters", suggestion, max_bytes)
     out = model.xp.empty(size, dtype=model.dtype)
     _core.fisher(*model._core_args(), model.head, model.sigma, Xc, yc, estimator, shape, samples,
-                 _heads.resolve_seed(seed), int(chunk or 0), int(index_offset), out)
+                 _heads.resolve_seed(seed), as_chunk(chunk), int(index_offset), out)
     return _wrap(out, sizes, shape, Xc.shape[0], estimator)

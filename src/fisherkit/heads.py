@@ -37,7 +37,10 @@ def _prep(H: Any, head: str) -> tuple[Any, Any]:
     xp = get_array_module(("H", H))
     arr = xp.asarray(H)
     dtype = arr.dtype if arr.dtype in (np.float32, np.float64) else np.float64
-    return xp, as_matrix(xp, arr, "H", dtype)
+    Hc = as_matrix(xp, arr, "H", dtype)
+    if Hc.shape[1] == 0:
+        raise ValueError("argument 'H' has no columns (a head needs at least one output)")
+    return xp, Hc
 
 
 def log_likelihood(head: str, H: Any, y: Any, *, sigma: float = 1.0) -> Any:

@@ -14,7 +14,7 @@ import numpy as np
 from . import heads as _heads
 from ._backend import get_array_module
 from ._loader import _core
-from ._validate import as_dtype, as_labels, as_matrix, check_fits
+from ._validate import _convert, as_chunk, as_dtype, as_labels, as_matrix, check_fits
 
 ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "softplus", "erf")
 
@@ -73,6 +73,9 @@ class MLP:
         for i, (w, b) in enumerate(layers):
             W = xp.asarray(w)
             B = xp.asarray(b)
+            for arr, what in ((W, "weight"), (B, "bias")):
+                if arr.dtype.kind not in "fiub":
+                    raise TypeError(f"layers[{i}].{what} must be real numeric, got dtype {arr.dtype}")
             if W.ndim != 2:
                 raise ValueError(f"layers[{i}].weight must be 2-D (n_out, n_in), got shape {tuple(W.shape)}")
             if B.ndim != 1:
@@ -86,8 +89,9 @@ class MLP:
                     f"layer shapes do not chain: layers[{i}].weight has {W.shape[1]} columns but "
                     f"layers[{i-1}] has {self._weights[-1].shape[0]} outputs"
                 )
-            self._weights.append(xp.ascontiguousarray(W, dtype=self._dtype))
-            self._biases.append(xp.ascontiguousarray(B, dtype=self._dtype))
+            # always copies: the model never aliases the caller's (or torch's) arrays
+            self._weights.append(_convert(xp, W, self._dtype, f"layers[{i}].weight", copy=True))
+            self._biases.append(_convert(xp, B, self._dtype, f"layers[{i}].bias", copy=True))
         n_hidden = len(layers) - 1
         if isinstance(activation, str):
             acts = [activation] * n_hidden
@@ -308,7 +312,7 @@ class MLP:
         """Network outputs h (N x C): the head's natural parameters (logits, mean, log-rate)."""
         Xc, _ = self._inputs(X)
         out = self._xp.empty((Xc.shape[0], self.output_dim), dtype=self._dtype)
-        _core.forward(*self._core_args(), Xc, out, int(chunk))
+        _core.forward(*self._core_args(), Xc, out, as_chunk(chunk))
         return out
 
     def predict(self, X: Any) -> Any:
@@ -319,7 +323,7 @@ class MLP:
         """log p(y_n | x_n) per sample (N,)."""
         Xc, yc = self._inputs(X, y)
         out = self._xp.empty(Xc.shape[0], dtype=self._dtype)
-        _core.log_likelihood(*self._core_args(), self._head, self._sigma, Xc, yc, out, int(chunk))
+        _core.log_likelihood(*self._core_args(), self._head, self._sigma, Xc, yc, out, as_chunk(chunk))
         return out
 
     def loss(self, X: Any, y: Any) -> float:
@@ -330,7 +334,7 @@ class MLP:
         """(mean NLL, its gradient as a flat vector) without forming per-sample gradients."""
         Xc, yc = self._inputs(X, y)
         out = self._xp.empty(self.n_params, dtype=self._dtype)
-        loss = _core.nll_gradient(*self._core_args(), self._head, self._sigma, Xc, yc, out, int(chunk))
+        loss = _core.nll_gradient(*self._core_args(), self._head, self._sigma, Xc, yc, out, as_chunk(chunk))
         return float(loss), out
 
     def per_sample_grads(self, X: Any, y: Any, *, chunk: int = 0, max_bytes: int | None = None) -> Any:
@@ -341,7 +345,7 @@ class MLP:
         check_fits(n * self.n_params * self._dtype.itemsize, f"per_sample_grads (N={n} x P={self.n_params})",
                    "pass fewer samples at a time, or use fisherkit.fisher(...) which streams", max_bytes)
         out = self._xp.empty((n, self.n_params), dtype=self._dtype)
-        _core.per_sample_grads(*self._core_args(), self._head, self._sigma, Xc, yc, out, int(chunk))
+        _core.per_sample_grads(*self._core_args(), self._head, self._sigma, Xc, yc, out, as_chunk(chunk))
         return out
 
     def jacobian(self, X: Any, *, chunk: int = 0, max_bytes: int | None = None) -> Any:
@@ -353,7 +357,7 @@ class MLP:
         check_fits(n * c * p * self._dtype.itemsize, f"jacobian (N={n} x C={c} x P={p})",
                    "use fewer inputs, or fisherkit.fisher(...) which never forms the Jacobian", max_bytes)
         out = self._xp.empty((n, c * p), dtype=self._dtype)
-        _core.output_jacobian(*self._core_args(), Xc, out, int(chunk))
+        _core.output_jacobian(*self._core_args(), Xc, out, as_chunk(chunk))
         return out.reshape(n, c, p)
 
 

@@ -48,7 +48,7 @@ FISHERKIT_HD bool head_label_valid(HeadKind k, const T* y, std::int64_t C) {
       return true;
     case HeadKind::poisson:
       for (std::int64_t c = 0; c < C; ++c)
-        if (!(fk_isfinite(y[c]) && y[c] >= T(0) && y[c] == T(static_cast<std::int64_t>(y[c]))))
+        if (!(fk_isfinite(y[c]) && y[c] >= T(0) && y[c] == fk_floor(y[c])))
           return false;
       return true;
     case HeadKind::gaussian:

@@ -21,6 +21,8 @@ FISHERKIT_HD double fk_sqrt(double x) { return sqrt(x); }
 FISHERKIT_HD float fk_abs(float x) { return fabsf(x); }
 FISHERKIT_HD double fk_abs(double x) { return fabs(x); }
 FISHERKIT_HD double fk_lgamma(double x) { return lgamma(x); }
+FISHERKIT_HD float fk_floor(float x) { return floorf(x); }
+FISHERKIT_HD double fk_floor(double x) { return floor(x); }
 #if defined(__CUDA_ARCH__)
 FISHERKIT_HD bool fk_isfinite(float x) { return isfinite(x); }
 FISHERKIT_HD bool fk_isfinite(double x) { return isfinite(x); }
