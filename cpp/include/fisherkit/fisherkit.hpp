@@ -3,6 +3,7 @@
 #include "fisherkit/error.hpp"
 #include "fisherkit/view.hpp"
 #include "fisherkit/heads.hpp"
+#include "fisherkit/moments.hpp"
 #include "fisherkit/mlp.hpp"
 #include "fisherkit/cuda.hpp"
 #include "fisherkit/accumulate.hpp"
