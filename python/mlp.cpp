@@ -87,6 +87,49 @@ void bind(py::module_& m) {
       py::arg("sigma"), py::arg("X"), py::arg("y"), py::arg("out"), py::arg("chunk") = 0);
 
   m.def(
+      "jvp",
+      [](py::sequence Ws, py::sequence bs, const Acts& acts, py::handle X, py::handle v,
+         py::handle out1, py::object out2, std::int64_t chunk) {
+        auto xi = array_info(X, "X"), vi = array_info(v, "v"), o1 = array_info(out1, "out1");
+        ArrayInfo o2;
+        if (!out2.is_none()) o2 = array_info(out2, "out2");
+        dispatch(xi.dtype, "X", [&](auto t) {
+          using T = decltype(t);
+          std::vector<ArrayInfo> keep;
+          auto mlp = make_mlp<T>(Ws, bs, acts, keep);
+          auto x = as_matrix<const T>(xi, "X");
+          auto vv = as_vector<const T>(vi, "v");
+          auto a = as_matrix<T>(o1, "out1");
+          MatrixView<T> b;
+          if (!out2.is_none()) b = as_matrix<T>(o2, "out2");
+          py::gil_scoped_release nogil;
+          jvp(mlp, x, vv, a, b, chunk);
+        });
+      },
+      py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("X"), py::arg("v"),
+      py::arg("out1"), py::arg("out2"), py::arg("chunk") = 0);
+
+  m.def(
+      "fisher_vector_product",
+      [](py::sequence Ws, py::sequence bs, const Acts& acts, const std::string& head, double sigma,
+         py::handle X, py::handle v, py::handle out, std::int64_t chunk) {
+        auto xi = array_info(X, "X"), vi = array_info(v, "v"), oi = array_info(out, "out");
+        dispatch(xi.dtype, "X", [&](auto t) {
+          using T = decltype(t);
+          std::vector<ArrayInfo> keep;
+          auto mlp = make_mlp<T>(Ws, bs, acts, keep);
+          auto hd = make_head(head, sigma);
+          auto x = as_matrix<const T>(xi, "X");
+          auto vv = as_vector<const T>(vi, "v");
+          auto o = as_vector<T>(oi, "out");
+          py::gil_scoped_release nogil;
+          fisher_vector_product(mlp, hd, x, vv, o, chunk);
+        });
+      },
+      py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"),
+      py::arg("sigma"), py::arg("X"), py::arg("v"), py::arg("out"), py::arg("chunk") = 0);
+
+  m.def(
       "output_jacobian",
       [](py::sequence Ws, py::sequence bs, const Acts& acts, py::handle X, py::handle out,
          std::int64_t chunk) {

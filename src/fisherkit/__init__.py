@@ -12,7 +12,7 @@ from . import linalg
 from . import meanfield
 from ._backend import get_array_module
 from .model import MLP
-from .fisher import fisher
+from .fisher import fisher, fisher_vector_product
 from .matrices import Dense, Diagonal, FisherMatrix, LayerBlocks, UnitBlocks
 from .info import info, set_num_threads, num_threads, cmake_dir, include_dir
 
@@ -21,6 +21,7 @@ __version__ = _core.version()
 __all__ = [
     "MLP",
     "fisher",
+    "fisher_vector_product",
     "FisherMatrix",
     "Dense",
     "LayerBlocks",

@@ -123,3 +123,22 @@ def fisher(
     _core.fisher(*model._core_args(), model.head, model.sigma, Xc, yc, estimator, shape, samples,
                  _heads.resolve_seed(seed), as_chunk(chunk), int(index_offset), out)
     return _wrap(out, sizes, shape, Xc.shape[0], estimator)
+
+
+def fisher_vector_product(model: MLP, X: Any, v: Any, *, chunk: int | None = None) -> Any:
+    """Exact Fisher times vectors: (1/N) sum_n J_n^T Cov(t|h_n) J_n v, streamed in the
+    compiled core (one tangent forward and one backward pass per chunk; no Jacobian and no
+    P x P matrix). `v` has shape (P,) or (P, k); the result has the same shape. This is the
+    Gauss-Newton/Fisher-vector product used by conjugate-gradient natural gradients."""
+    if not isinstance(model, MLP):
+        raise TypeError(f"argument 'model' must be a fisherkit.MLP, got {type(model).__name__}")
+    Xc, _ = model._inputs(X)
+    xp = model.xp
+    V = xp.asarray(v)
+    if V.ndim == 2 and V.shape[0] == model.n_params:
+        cols = [fisher_vector_product(model, Xc, V[:, j], chunk=chunk) for j in range(V.shape[1])]
+        return xp.stack(cols, axis=1)
+    vc = model._direction(V)
+    out = xp.empty(model.n_params, dtype=model.dtype)
+    _core.fisher_vector_product(*model._core_args(), model.head, model.sigma, Xc, vc, out, as_chunk(chunk))
+    return out

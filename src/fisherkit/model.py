@@ -348,6 +348,26 @@ class MLP:
         _core.per_sample_grads(*self._core_args(), self._head, self._sigma, Xc, yc, out, as_chunk(chunk))
         return out
 
+    def _direction(self, v: Any, name: str = "v") -> Any:
+        xp = get_array_module((name, v), ("model parameters", self._weights[0]))
+        arr = xp.asarray(v)
+        if arr.shape != (self.n_params,):
+            raise ValueError(f"argument '{name}' must have shape ({self.n_params},), got {tuple(arr.shape)}")
+        return _convert(xp, arr, self._dtype, name)
+
+    def jvp(self, X: Any, v: Any, *, second_order: bool = False, chunk: int = 0) -> Any:
+        """Directional derivatives of the outputs along the parameter direction `v`
+        (flat order): J_n v, shape (N, C), by forward-mode tangent propagation. With
+        ``second_order=True`` also returns v^T H_{n,c} v (N, C), the second directional
+        derivative (forward over forward). Cost: about two (three) forward passes."""
+        Xc, _ = self._inputs(X)
+        vc = self._direction(v)
+        n = Xc.shape[0]
+        out1 = self._xp.empty((n, self.output_dim), dtype=self._dtype)
+        out2 = self._xp.empty((n, self.output_dim), dtype=self._dtype) if second_order else None
+        _core.jvp(*self._core_args(), Xc, vc, out1, out2, as_chunk(chunk))
+        return (out1, out2) if second_order else out1
+
     def jacobian(self, X: Any, *, chunk: int = 0, max_bytes: int | None = None) -> Any:
         """Output Jacobian dh/dtheta per sample, shape (N, C, P). For small problems:
         refuses with MemoryError when N x C x P would exceed the memory budget (default:

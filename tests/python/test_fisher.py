@@ -292,3 +292,49 @@ def test_big_dense_request_refused_before_allocating():
     big = fisherkit.MLP.init([784, 128, 10], "tanh", "categorical", dtype=np.float64)
     with pytest.raises(MemoryError, match=r"needs 77\.17 GiB"):
         fisherkit.fisher(big, np.zeros((1, 784)), shape="full")
+
+
+@pytest.mark.parametrize("head", ["categorical", "gaussian", "bernoulli", "poisson"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fisher_vector_product_equals_dense_fisher(head, dtype):
+    model = fisherkit.MLP.init([4, 6, 5, 3], "tanh", head, seed=2, bias_std=0.3, dtype=dtype,
+                               weight_std=0.8)
+    X = np.random.default_rng(11).standard_normal((17, 4))
+    F = fisherkit.fisher(fisherkit.MLP(model.layers, model.activations, head, dtype=np.float64), X,
+                         shape="full").to_dense()
+    rng = np.random.default_rng(12)
+    v = rng.standard_normal(model.n_params)
+    V = rng.standard_normal((model.n_params, 3))
+    tol = 1e-11 if dtype == np.float64 else 2e-5
+    got = fisherkit.fisher_vector_product(model, X, v, chunk=5)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, F @ v, rtol=0, atol=tol * np.abs(F @ v).max())
+    np.testing.assert_allclose(fisherkit.fisher_vector_product(model, X, V), F @ V, rtol=0,
+                               atol=tol * np.abs(F @ V).max())
+    with pytest.raises(ValueError, match="'v' must have shape"):
+        fisherkit.fisher_vector_product(model, X, np.ones(3))
+
+
+@pytest.mark.parametrize("act", ["tanh", "sigmoid", "softplus", "erf", "relu"])
+def test_jvp_first_and_second_order_against_finite_differences(act):
+    model = fisherkit.MLP.init([3, 5, 4, 2], act, "gaussian", seed=3, bias_std=0.4)
+    X = np.random.default_rng(13).standard_normal((6, 3)) + 0.05
+    v = np.random.default_rng(14).standard_normal(model.n_params)
+    d1, d2 = model.jvp(X, v, second_order=True)
+    J = model.jacobian(X)
+    np.testing.assert_allclose(d1, J @ v, rtol=1e-12, atol=1e-13)
+    theta = model.flat_params()
+    eps = 1e-4
+
+    def h_at(t):
+        m = model.copy()
+        m.set_flat_params(t)
+        return m.forward(X)
+
+    fd2 = (h_at(theta + eps * v) - 2 * h_at(theta) + h_at(theta - eps * v)) / eps**2
+    np.testing.assert_allclose(d2, fd2, rtol=1e-5, atol=1e-6)
+    # and against the finite-difference Hessians of the reference
+    layers = model_layers(model)
+    for n in range(2):
+        Hn = fd_hessians(layers, model.activations, X[n])
+        np.testing.assert_allclose(d2[n], np.einsum("i,cij,j->c", v, Hn, v), rtol=1e-6, atol=1e-8)

@@ -87,6 +87,20 @@ template <class T>
 void output_jacobian(const Mlp<T>& mlp, MatrixView<const T> X, MatrixView<T> out,
                      std::int64_t chunk = 0);
 
+/// Directional derivatives of the outputs along a parameter direction v (P, flat order):
+/// out1 (N x C) = J_n v by forward-mode tangent propagation, and, when out2 has data,
+/// out2 (N x C) = v^T H_{n,c} v (the second directional derivative, forward over forward).
+/// Cost: about two forward passes (three with out2).
+template <class T>
+void jvp(const Mlp<T>& mlp, MatrixView<const T> X, VectorView<const T> v, MatrixView<T> out1,
+         MatrixView<T> out2 = {}, std::int64_t chunk = 0);
+
+/// Exact Fisher times a vector, (1/N) sum_n J_n^T I(h_n) J_n v (out: P), streamed: one
+/// tangent forward pass and one backward pass per chunk, no Jacobian or matrix formed.
+template <class T>
+void fisher_vector_product(const Mlp<T>& mlp, const Head& head, MatrixView<const T> X,
+                           VectorView<const T> v, VectorView<T> out, std::int64_t chunk = 0);
+
 /// Set the threads used by fisherkit's OpenMP loops and by its BLAS (0: the default).
 void set_num_threads(int n);
 int num_threads();
