@@ -184,7 +184,7 @@ def run_dtype(dtype: np.dtype, sizes: list[int], N: int, repeat: int, diagnose: 
         Xc, yc = model._inputs(X, y)
         G = np.ones((N, P), dtype)  # allocated and touched once
         args = (*model._core_args(), model.head, model.sigma, Xc, yc)
-        t["fk_psg_prealloc"] = C.best_of(lambda: _core.per_sample_grads(*args, G, 0), repeat)
+        t["fk_psg_prealloc"] = C.best_of(lambda: model.per_sample_grads(X, y, out=G), repeat)
         t["fk_psg_prealloc_chunkN"] = C.best_of(lambda: _core.per_sample_grads(*args, G, N), repeat)
         # the GEMMs alone, at the model's shapes, through NumPy
         A, H = np_forward(Ws, bs, X)

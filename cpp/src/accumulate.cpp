@@ -199,19 +199,54 @@ struct FisherRun {
       const T* d1 = f.d1[l].data();
       for (size_t i = 0; i < e[l].size(); ++i) e[l][i] = ehat[l][i] * d1[i];
     }
+    // The full per-sample T_l is needed by the block shapes, and to build T_{l-1} by the
+    // general branch (1 < l < L-1); T_{L-1} is diagonal and T_{L-2} comes from its diagonal.
+    const bool blocks = opt.shape == Shape::layer || opt.shape == Shape::full;
+    auto need_full = [&](std::int64_t l) { return blocks || keep_all || (l > 1 && l < L - 1); };
     for (std::int64_t l = L - 1; l >= 1; --l) {
       const std::int64_t nl = w[l], nu = w[l + 1];
+      const auto& W = mlp.layer(l + 1).weight;
+      const T* d1 = f.d1[l].data();
+      const T* d2 = f.d2[l].data();
+      auto& td = tdiag[l];
+      td.assign(static_cast<size_t>(n * nl), T(0));
       auto& Tl = Tst[l];
-      Tl.assign(static_cast<size_t>(n * nl * nl), T(0));
-      if (l + 1 < L) {  // T_{l+1} != 0: T_l = D W^T T_{l+1} W D
-        const auto& W = mlp.layer(l + 1).weight;
+      if (need_full(l)) Tl.assign(static_cast<size_t>(n * nl * nl), T(0));
+      if (l + 1 == L - 1) {
+        // T_{l+1} is diagonal (entries tdiag[l+1]): diag(W^T diag(t) W) = t (W*W), one GEMM
+        // over the chunk; the full matrix, when needed, is one GEMM per sample.
+        scratch.resize(static_cast<size_t>(nu * nl));
+        for (std::int64_t k = 0; k < nu; ++k)
+          for (std::int64_t u = 0; u < nl; ++u) scratch[k * nl + u] = W(k, u) * W(k, u);
+        blas::gemm(false, false, n, nl, nu, T(1), tdiag[l + 1].data(), nu, scratch.data(), nl, T(0),
+                   td.data(), nl);
+        for (std::int64_t i = 0; i < n * nl; ++i) td[i] *= d1[i] * d1[i];
+        if (need_full(l)) {
+          std::vector<T> tw(static_cast<size_t>(nu * nl));
+          for (std::int64_t s = 0; s < n; ++s) {
+            const T* t = tdiag[l + 1].data() + s * nu;
+            for (std::int64_t k = 0; k < nu; ++k)
+              for (std::int64_t u = 0; u < nl; ++u) tw[k * nl + u] = t[k] * W(k, u);
+            blas::gemm(true, false, nl, nl, nu, T(1), W.data, W.row_stride, tw.data(), nl, T(0),
+                       Tl.data() + s * nl * nl, nl);
+          }
+        }
+      } else if (l + 1 < L) {
+        // general: T_l = D W^T T_{l+1} W D, two GEMMs per sample (the first batched)
         scratch.resize(static_cast<size_t>(n * nu * nl));
         blas::gemm(false, false, n * nu, nl, nu, T(1), Tst[l + 1].data(), nu, W.data, W.row_stride,
                    T(0), scratch.data(), nl);
-        for (std::int64_t s = 0; s < n; ++s)
+        std::vector<T> full(need_full(l) ? 0 : static_cast<size_t>(nl * nl));
+        for (std::int64_t s = 0; s < n; ++s) {
+          T* dst = need_full(l) ? Tl.data() + s * nl * nl : full.data();
           blas::gemm(true, false, nl, nl, nu, T(1), W.data, W.row_stride, scratch.data() + s * nu * nl,
-                     nl, T(0), Tl.data() + s * nl * nl, nl);
-        const T* d1 = f.d1[l].data();
+                     nl, T(0), dst, nl);
+          for (std::int64_t u = 0; u < nl; ++u) td[s * nl + u] = dst[u * nl + u];
+        }
+        for (std::int64_t i = 0; i < n * nl; ++i) td[i] *= d1[i] * d1[i];
+      }
+      // scale the full matrices by phi' on both sides
+      if (need_full(l) && l + 1 < L) {
         detail::parallel_for(n, nl * nl, [&](std::int64_t s) {
           T* Ts = Tl.data() + s * nl * nl;
           const T* g1 = d1 + s * nl;
@@ -219,16 +254,15 @@ struct FisherRun {
             for (std::int64_t v = 0; v < nl; ++v) Ts[u * nl + v] *= g1[u] * g1[v];
         });
       }
-      const T* d2 = f.d2[l].data();
+      // + diag(ehat_l * phi''(z_l))
       for (std::int64_t s = 0; s < n; ++s)
-        for (std::int64_t u = 0; u < nl; ++u)
-          Tl[s * nl * nl + u * nl + u] += ehat[l][s * nl + u] * d2[s * nl + u];
-      tdiag[l].resize(static_cast<size_t>(n * nl));
-      for (std::int64_t s = 0; s < n; ++s)
-        for (std::int64_t u = 0; u < nl; ++u) tdiag[l][s * nl + u] = Tl[s * nl * nl + u * nl + u];
-      // diag and unit shapes need only the diagonals: drop T_{l+1} once T_l exists
-      if (!keep_all && l + 2 <= L && (opt.shape == Shape::diag || opt.shape == Shape::unit))
-        Tst[l + 1].clear();
+        for (std::int64_t u = 0; u < nl; ++u) {
+          const T add = ehat[l][s * nl + u] * d2[s * nl + u];
+          td[s * nl + u] += add;
+          if (need_full(l)) Tl[s * nl * nl + u * nl + u] += add;
+        }
+      // diag and unit shapes: T_{l+1} is not needed once T_l exists
+      if (!blocks && !keep_all && l + 1 < L) Tst[l + 1].clear();
     }
   }
 
@@ -345,28 +379,30 @@ struct FisherRun {
           for (std::int64_t s = 0; s < n; ++s)
             for (std::int64_t u = 0; u < no; ++u) aw[no * ni + u] += double(q[s * no + u]);
         } else {
-          bool nonneg = true;
-          for (auto v : q) nonneg = nonneg && v >= T(0);
+          // Weighted Gram sum_s w_s abar_s abar_s^T as SYRKs of sqrt|w_s| abar_s, rows split
+          // by the sign of w (the Hessian estimator's weights q - t can be negative): the
+          // two row counts add up to n, so the cost is one SYRK.
           scratch.resize(static_cast<size_t>(n * k));
+          std::vector<T>& neg = rows;
+          neg.resize(static_cast<size_t>(n * k));
           for (std::int64_t u = 0; u < no; ++u) {
             double* blk = acc + g.block_off[l - 1] + u * k * k;
-            if (nonneg) {
-              for (std::int64_t s = 0; s < n; ++s) {
-                const T sw = std::sqrt(q[s * no + u]);
-                for (std::int64_t j = 0; j < k; ++j) scratch[s * k + j] = sw * Aa[s * k + j];
-              }
-              blas_accumulate<T>(blk, k, k, k, tmp, [&](auto* dst, std::int64_t ldd, T beta) {
-                blas::syrk_rows(k, n, T(1), scratch.data(), k, beta, dst, ldd);
-              });
-            } else {
-              for (std::int64_t s = 0; s < n; ++s) {
-                const T ws = q[s * no + u];
-                for (std::int64_t j = 0; j < k; ++j) scratch[s * k + j] = ws * Aa[s * k + j];
-              }
-              blas_accumulate<T>(blk, k, k, k, tmp, [&](auto* dst, std::int64_t ldd, T beta) {
-                blas::gemm(true, false, k, k, n, T(1), Aa, k, scratch.data(), k, beta, dst, ldd);
-              });
+            std::int64_t np_ = 0, nn_ = 0;
+            for (std::int64_t s = 0; s < n; ++s) {
+              const T ws = q[s * no + u];
+              if (ws == T(0)) continue;
+              const T sw = std::sqrt(ws > T(0) ? ws : -ws);
+              T* dst = ws > T(0) ? scratch.data() + (np_++) * k : neg.data() + (nn_++) * k;
+              for (std::int64_t j = 0; j < k; ++j) dst[j] = sw * Aa[s * k + j];
             }
+            if (np_ > 0)
+              blas_accumulate<T>(blk, k, k, k, tmp, [&](auto* dst, std::int64_t ldd, T beta) {
+                blas::syrk_rows(k, np_, T(1), scratch.data(), k, beta, dst, ldd);
+              });
+            if (nn_ > 0)
+              blas_accumulate<T>(blk, k, k, k, tmp, [&](auto* dst, std::int64_t ldd, T beta) {
+                blas::syrk_rows(k, nn_, T(-1), neg.data(), k, beta, dst, ldd);
+              });
           }
         }
         return;
@@ -436,10 +472,21 @@ std::int64_t per_sample_bytes(const Mlp<T>& mlp, const FisherOptions& opt) {
     b += M * mx;
   }
   if (opt.estimator == Estimator::hessian) {
-    for (std::int64_t l = 1; l < mlp.n_layers(); ++l)
-      b += 2 * mlp.widths()[l] * mlp.widths()[l] + mlp.widths()[l] * mlp.widths()[l + 1] + 3 * mlp.widths()[l];
+    const std::int64_t L = mlp.n_layers();
+    const bool blocks = opt.shape == Shape::layer || opt.shape == Shape::full;
+    for (std::int64_t l = 1; l < L; ++l) {
+      const std::int64_t nl = mlp.widths()[l];
+      b += 3 * nl;  // e, ehat, diag(T_l)
+      if (blocks || (l > 1 && l < L - 1)) b += nl * nl + nl * mlp.widths()[l + 1];
+    }
   }
   return b * static_cast<std::int64_t>(sizeof(T));
+}
+
+/// Workspace budget of a chunk. Unit blocks re-read every (n_in+1)^2 block once per chunk,
+/// so they get larger chunks (their SYRKs are then compute-bound).
+inline std::int64_t chunk_budget(const FisherOptions& opt) {
+  return opt.shape == Shape::unit ? (std::int64_t(128) << 20) : (std::int64_t(32) << 20);
 }
 
 }  // namespace
@@ -451,7 +498,7 @@ std::int64_t fisher_size(const Mlp<T>& mlp, Shape shape) {
 
 template <class T>
 std::int64_t fisher_workspace_bytes(const Mlp<T>& mlp, const FisherOptions& opt, std::int64_t N) {
-  const std::int64_t chunk = detail::pick_chunk(opt.chunk, N, per_sample_bytes(mlp, opt));
+  const std::int64_t chunk = detail::pick_chunk(opt.chunk, N, per_sample_bytes(mlp, opt), chunk_budget(opt));
   std::int64_t acc = std::is_same_v<T, double> ? 0 : fisher_size(mlp, opt.shape) * 8;
   return acc + chunk * per_sample_bytes(mlp, opt);
 }
@@ -487,7 +534,8 @@ void fisher(const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, MatrixVi
     acc = owned.data();
   }
   FisherRun<T> run(mlp, head, opt, acc);
-  const std::int64_t chunk = detail::pick_chunk(opt.chunk, N, per_sample_bytes(mlp, opt));
+  const std::int64_t chunk = detail::pick_chunk(opt.chunk, N, per_sample_bytes(mlp, opt),
+                                                chunk_budget(opt));
   for (std::int64_t s0 = 0; s0 < N; s0 += chunk) {
     const std::int64_t n = std::min(chunk, N - s0);
     MatrixView<const T> yc = opt.estimator == Estimator::empirical ? y.rows_slice(s0, n) : y;

@@ -11,6 +11,7 @@
 #include "fisherkit/detail/activations.hpp"
 #include "fisherkit/mlp.hpp"
 #include "parallel.hpp"
+#include "simd.hpp"
 
 namespace fisherkit::detail {
 
@@ -83,17 +84,11 @@ void forward_chunk(const Mlp<T>& mlp, MatrixView<const T> Xc, ForwardCache<T>& f
     const T* bp = layer.bias.data;
     const std::int64_t bs = layer.bias.stride;
     parallel_for(n, no * 8, [&](std::int64_t s) {
-      for (std::int64_t u = 0; u < no; ++u) {
-        const std::int64_t k = s * no + u;
-        zp[k] += bp[u * bs];
-        if (ap) {
-          T fv, g1, g2;
-          activation_eval(act, zp[k], &fv, &g1, &g2);
-          ap[k] = fv;
-          if (d1p) d1p[k] = g1;
-          if (d2p) d2p[k] = g2;
-        }
-      }
+      T* zr = zp + s * no;
+      for (std::int64_t u = 0; u < no; ++u) zr[u] += bp[u * bs];
+      if (ap)
+        activation_bulk(act, zr, ap + s * no, d1p ? d1p + s * no : nullptr,
+                        d2p ? d2p + s * no : nullptr, no);
     });
   }
   // Overflow in the forward pass (huge inputs or weights) is an error here, not a NaN later.

@@ -5,6 +5,13 @@ from __future__ import annotations
 import ctypes
 import os
 
+# fisherkit alternates OpenMP loops and OpenBLAS calls. Idle threads of either pool that
+# spin steal the CPU the other pool needs (badly so where two vCPUs share one core), so
+# both are told to sleep when idle. Read when the libraries load: set before importing
+# the core, and only if the user has not chosen otherwise.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 try:
     from . import _core  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised only by broken installs

@@ -95,6 +95,7 @@ NETS = [
     ([3, 2, 2], "erf", "poisson"),
     ([2, 5, 1], "tanh", "gaussian"),      # C = 1
     ([1, 3, 2, 3], "relu", "categorical"),
+    ([2, 3, 3, 3, 2], "tanh", "categorical"),  # 3 hidden layers: the general T recursion
 ]
 
 

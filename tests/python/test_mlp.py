@@ -203,3 +203,21 @@ def test_init_is_reproducible_and_scaled():
     np.testing.assert_array_equal(a.flat_params(), b.flat_params())
     W1 = a.weights[0]
     assert W1.std() == pytest.approx(np.sqrt(2 / 50), rel=0.1)  # He scale for relu
+
+
+def test_out_buffers_are_written_and_checked():
+    rng = np.random.default_rng(7)
+    m = fisherkit.MLP.init([4, 5, 3], "tanh", "categorical", seed=1)
+    X = rng.standard_normal((6, 4))
+    y = rng.integers(0, 3, 6)
+    buf = np.full((6, m.n_params), np.nan)
+    got = m.per_sample_grads(X, y, out=buf)
+    assert got is buf
+    np.testing.assert_array_equal(buf, m.per_sample_grads(X, y))
+    jb = np.empty((6, 3, m.n_params))
+    assert m.jacobian(X, out=jb) is jb
+    np.testing.assert_array_equal(jb, m.jacobian(X))
+    with pytest.raises(ValueError, match="'out' must be a C-contiguous float64 array of shape"):
+        m.per_sample_grads(X, y, out=np.empty((6, m.n_params), np.float32))
+    with pytest.raises(ValueError, match="'out'"):
+        m.jacobian(X, out=np.empty((3, 6, m.n_params)).transpose(1, 0, 2))
