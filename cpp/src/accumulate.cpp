@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine.hpp"
+#include "gram.hpp"
 #include "validate.hpp"
 
 namespace fisherkit {
@@ -46,6 +47,8 @@ const char* shape_name(Shape s) {
 
 namespace {
 
+using detail::blas_accumulate;
+
 /// Where each layer's values live in the flat output of a shape.
 struct Geometry {
   std::vector<std::int64_t> n_out, n_in, param_off, block_off;
@@ -74,21 +77,6 @@ Geometry geometry(const Mlp<T>& mlp, Shape shape) {
 /// Index of parameter (u, j) of a layer within that layer's flat block (j == n_in: bias).
 inline std::int64_t local_index(std::int64_t u, std::int64_t j, std::int64_t no, std::int64_t ni) {
   return j < ni ? u * ni + j : no * ni + u;
-}
-
-/// Add the chunk's contribution computed by BLAS in T into the float64 accumulator.
-/// For double the BLAS call writes straight into the accumulator (beta = 1).
-template <class T, class Call>
-void blas_accumulate(double* acc, std::int64_t rows, std::int64_t cols, std::int64_t ld_acc,
-                     std::vector<T>& tmp, Call&& call) {
-  if constexpr (std::is_same_v<T, double>) {
-    call(acc, ld_acc, T(1));
-  } else {
-    tmp.resize(static_cast<size_t>(rows * cols));
-    call(tmp.data(), cols, T(0));
-    for (std::int64_t i = 0; i < rows; ++i)
-      for (std::int64_t j = 0; j < cols; ++j) acc[i * ld_acc + j] += double(tmp[i * cols + j]);
-  }
 }
 
 template <class T>
@@ -266,36 +254,38 @@ struct FisherRun {
     }
   }
 
-  /// acc_block -= sum_s T_l[s] (x) abar abar^T (within-layer Hessian term), into a block
-  /// of leading dimension ld at `block` whose rows/cols are the layer's local indices.
-  void subtract_within_layer(std::int64_t l, std::int64_t n, double* block, std::int64_t ld) {
+  /// block += sign * sum_{s in [s0, s1)} T_l[s] (x) abar abar^T (the within-layer output
+  /// Hessian term), into a block of leading dimension ld whose rows/cols are the layer's
+  /// local indices.
+  void add_within_layer(std::int64_t l, std::int64_t n, std::int64_t s0, std::int64_t s1,
+                        double* block, std::int64_t ld, double sign) {
     const std::int64_t no = g.n_out[l - 1], ni = g.n_in[l - 1], k = ni + 1;
     if (l == L) return;  // T_L = 0: the last layer is affine in its parameters
     const T* A = augmented(l, n);
     const T* Tl = Tst[l].data();
-    detail::parallel_for(no * k, n * no * k, [&](std::int64_t rowid) {
+    detail::parallel_for(no * k, (s1 - s0) * no * k, [&](std::int64_t rowid) {
       const std::int64_t u = rowid / k, j = rowid % k;
       double* brow = block + local_index(u, j, no, ni) * ld;
-      for (std::int64_t s = 0; s < n; ++s) {
+      for (std::int64_t s = s0; s < s1; ++s) {
         const T* a = A + s * k;
         const T* Ts = Tl + s * no * no + u * no;
-        const double aj = double(a[j]);
+        const double aj = sign * double(a[j]);
         if (aj == 0.0) continue;
         for (std::int64_t v = 0; v < no; ++v) {
           const double t = double(Ts[v]) * aj;
           if (t == 0.0) continue;
-          for (std::int64_t kk = 0; kk < k; ++kk) brow[local_index(v, kk, no, ni)] -= t * double(a[kk]);
+          for (std::int64_t kk = 0; kk < k; ++kk) brow[local_index(v, kk, no, ni)] += t * double(a[kk]);
         }
       }
     });
   }
 
-  /// Full shape, Hessian estimator: the cross-layer output-Hessian terms (l < m),
-  /// math/variance.md 5.2, for every sample of the chunk. O(n P^2).
-  void subtract_cross_layer(std::int64_t n) {
+  /// The cross-layer output-Hessian terms (l < m) of math/variance.md 5.2 for samples
+  /// [s0, s1), times sign, into the upper triangle of the P x P matrix `mat`. O(P^2) a sample.
+  void add_cross_layer(std::int64_t s0, std::int64_t s1, double* mat, double sign) {
     const auto& w = mlp.widths();
     const std::int64_t P = g.P;
-    for (std::int64_t s = 0; s < n; ++s) {
+    for (std::int64_t s = s0; s < s1; ++s) {
       for (std::int64_t l = 1; l < L; ++l) {
         const std::int64_t nl = w[l];
         // A_{l->m}: d z_m / d z_l, n_m x n_l, starting from the identity at m = l.
@@ -331,13 +321,13 @@ struct FisherRun {
             for (std::int64_t j = 0; j <= ni_l; ++j) {
               const double aj = j < ni_l ? double(al[j]) : 1.0;
               if (aj == 0.0) continue;
-              double* row = acc + (off_l + local_index(u, j, nl, ni_l)) * P + off_m;
+              double* row = mat + (off_l + local_index(u, j, nl, ni_l)) * P + off_m;
               for (std::int64_t r = 0; r < nm; ++r) {
                 const double k1 = K1[r * nl + u], er = double(em[r]);
                 for (std::int64_t k = 0; k <= ni_m; ++k) {
                   double v = k1 * (k < ni_m ? double(am[k]) : 1.0);
                   if (k < ni_m) v += er * double(d1[k]) * Aprev[k * nl + u];
-                  row[local_index(r, k, nm, ni_m)] -= aj * v;
+                  row[local_index(r, k, nm, ni_m)] += sign * aj * v;
                 }
               }
             }
@@ -371,39 +361,9 @@ struct FisherRun {
         if (shape == Shape::diag) {
           scratch.resize(static_cast<size_t>(n * k));
           for (std::int64_t i = 0; i < n * k; ++i) scratch[i] = Aa[i] * Aa[i];
-          double* aw = acc + g.param_off[l - 1];
-          // weights part: (no x ni) = q^T abar^2[:, :ni]; bias part: q^T 1
-          blas_accumulate<T>(aw, no, ni, ni, tmp, [&](auto* dst, std::int64_t ldd, T beta) {
-            blas::gemm(true, false, no, ni, n, T(1), q.data(), no, scratch.data(), k, beta, dst, ldd);
-          });
-          for (std::int64_t s = 0; s < n; ++s)
-            for (std::int64_t u = 0; u < no; ++u) aw[no * ni + u] += double(q[s * no + u]);
+          detail::accumulate_diag(acc + g.param_off[l - 1], q.data(), no, scratch.data(), n, ni, tmp);
         } else {
-          // Weighted Gram sum_s w_s abar_s abar_s^T as SYRKs of sqrt|w_s| abar_s, rows split
-          // by the sign of w (the Hessian estimator's weights q - t can be negative): the
-          // two row counts add up to n, so the cost is one SYRK.
-          scratch.resize(static_cast<size_t>(n * k));
-          std::vector<T>& neg = rows;
-          neg.resize(static_cast<size_t>(n * k));
-          for (std::int64_t u = 0; u < no; ++u) {
-            double* blk = acc + g.block_off[l - 1] + u * k * k;
-            std::int64_t np_ = 0, nn_ = 0;
-            for (std::int64_t s = 0; s < n; ++s) {
-              const T ws = q[s * no + u];
-              if (ws == T(0)) continue;
-              const T sw = std::sqrt(ws > T(0) ? ws : -ws);
-              T* dst = ws > T(0) ? scratch.data() + (np_++) * k : neg.data() + (nn_++) * k;
-              for (std::int64_t j = 0; j < k; ++j) dst[j] = sw * Aa[s * k + j];
-            }
-            if (np_ > 0)
-              blas_accumulate<T>(blk, k, k, k, tmp, [&](auto* dst, std::int64_t ldd, T beta) {
-                blas::syrk_rows(k, np_, T(1), scratch.data(), k, beta, dst, ldd);
-              });
-            if (nn_ > 0)
-              blas_accumulate<T>(blk, k, k, k, tmp, [&](auto* dst, std::int64_t ldd, T beta) {
-                blas::syrk_rows(k, nn_, T(-1), neg.data(), k, beta, dst, ldd);
-              });
-          }
+          detail::accumulate_unit(acc + g.block_off[l - 1], q.data(), no, Aa, n, k, scratch, rows, tmp);
         }
         return;
       }
@@ -427,7 +387,7 @@ struct FisherRun {
         blas_accumulate<T>(blk, Dw, Dw, Dw, tmp, [&](auto* dst, std::int64_t ldd, T beta) {
           blas::syrk_rows(Dw, n * M, T(1), rows.data(), Dw, beta, dst, ldd);
         });
-        if (hess) subtract_within_layer(l, n, blk, Dw);
+        if (hess) add_within_layer(l, n, 0, n, blk, Dw, -1.0);
       }
     });
     if (shape == Shape::full) {
@@ -436,18 +396,15 @@ struct FisherRun {
       });
       if (hess) {
         for (std::int64_t l = 1; l < L; ++l)
-          subtract_within_layer(l, n, acc + g.param_off[l - 1] * g.P + g.param_off[l - 1], g.P);
-        subtract_cross_layer(n);
+          add_within_layer(l, n, 0, n, acc + g.param_off[l - 1] * g.P + g.param_off[l - 1], g.P, -1.0);
+        add_cross_layer(0, n, acc, -1.0);
       }
     }
   }
 
   /// Copy the upper triangle of every square block to its lower triangle.
   void symmetrise() {
-    auto sym = [](double* b, std::int64_t m) {
-      for (std::int64_t i = 0; i < m; ++i)
-        for (std::int64_t j = 0; j < i; ++j) b[i * m + j] = b[j * m + i];
-    };
+    auto sym = detail::symmetrise_block;
     if (opt.shape == Shape::full) sym(acc, g.P);
     for (std::int64_t l = 1; l <= L; ++l) {
       const std::int64_t no = g.n_out[l - 1], k = g.n_in[l - 1] + 1;
@@ -546,12 +503,49 @@ void fisher(const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, MatrixVi
   for (std::int64_t i = 0; i < size; ++i) out[i] = T(acc[i] * inv);
 }
 
+template <class T>
+void output_hessians(const Mlp<T>& mlp, MatrixView<const T> X, MatrixView<T> out, std::int64_t chunk) {
+  detail::check_inputs(mlp, X, "X");
+  const std::int64_t N = X.rows, C = mlp.output_dim(), P = mlp.n_params();
+  detail::check_host(out, "out");
+  detail::check_shape(out, N, C * P * P, "out");
+  detail::check_rows_unit_stride(out, "out");
+  FisherOptions opt;
+  opt.estimator = Estimator::hessian;
+  opt.shape = Shape::full;
+  opt.chunk = chunk;
+  Head head;  // unused by the Hessian pass; the contraction weights are set directly
+  std::vector<double> buf(static_cast<size_t>(P * P));
+  FisherRun<T> run(mlp, head, opt, buf.data());
+  const std::int64_t ch = detail::pick_chunk(chunk, N, per_sample_bytes(mlp, opt));
+  for (std::int64_t s0 = 0; s0 < N; s0 += ch) {
+    const std::int64_t n = std::min(ch, N - s0);
+    detail::forward_chunk(mlp, X.rows_slice(s0, n), run.f, true, true);
+    for (std::int64_t c = 0; c < C; ++c) {
+      // H_c is the Hessian of psi = e_c^T h: the Hessian pass with taubar = e_c
+      run.taubar.assign(static_cast<size_t>(n * C), T(0));
+      for (std::int64_t s = 0; s < n; ++s) run.taubar[s * C + c] = T(1);
+      run.hessian_pass(n, true);
+      for (std::int64_t s = 0; s < n; ++s) {
+        std::fill(buf.begin(), buf.end(), 0.0);
+        for (std::int64_t l = 1; l < mlp.n_layers(); ++l)
+          run.add_within_layer(l, n, s, s + 1, buf.data() + run.g.param_off[l - 1] * P + run.g.param_off[l - 1], P, 1.0);
+        run.add_cross_layer(s, s + 1, buf.data(), 1.0);
+        detail::symmetrise_block(buf.data(), P);
+        T* o = out.row(s0 + s) + c * P * P;
+        for (std::int64_t i = 0; i < P * P; ++i) o[i] = T(buf[i]);
+      }
+    }
+  }
+}
+
 #define FISHERKIT_INSTANTIATE_FISHER(T)                                                        \
   template std::int64_t fisher_size<T>(const Mlp<T>&, Shape);                                  \
   template std::int64_t fisher_workspace_bytes<T>(const Mlp<T>&, const FisherOptions&,         \
                                                   std::int64_t);                               \
   template void fisher<T>(const Mlp<T>&, const Head&, MatrixView<const T>, MatrixView<const T>, \
-                          const FisherOptions&, VectorView<T>);
+                          const FisherOptions&, VectorView<T>);                                \
+  template void output_hessians<T>(const Mlp<T>&, MatrixView<const T>, MatrixView<T>, std::int64_t);
 FISHERKIT_INSTANTIATE_FISHER(float)
 FISHERKIT_INSTANTIATE_FISHER(double)
 

@@ -70,4 +70,12 @@ template <class T>
 void fisher(const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, MatrixView<const T> y,
             const FisherOptions& opt, VectorView<T> out);
 
+/// Output Hessians d^2 h_c / dtheta^2 per input, out: N x (C * P * P), row n holding C
+/// symmetric P x P matrices in the flat parameter order (within-layer blocks from the
+/// output-Hessian recursion T_l, cross-layer blocks from math/variance.md 5.2). For small
+/// problems: O(C P^2) work and memory per input.
+template <class T>
+void output_hessians(const Mlp<T>& mlp, MatrixView<const T> X, MatrixView<T> out,
+                     std::int64_t chunk = 0);
+
 }  // namespace fisherkit

@@ -7,5 +7,6 @@
 #include "fisherkit/mlp.hpp"
 #include "fisherkit/cuda.hpp"
 #include "fisherkit/accumulate.hpp"
+#include "fisherkit/variance.hpp"
 #include "fisherkit/dpr2.hpp"
 #include "fisherkit/rank1.hpp"

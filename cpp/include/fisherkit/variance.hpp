@@ -1,0 +1,43 @@
+// Closed-form element-wise variance of the two unbiased Fisher estimators (score I1 and
+// Hessian I2) and their covariance, math/variance.md sections 4-5 (Soen & Sun).
+//
+// For one input x and one label draw, every diagonal entry of an MLP parameter
+// i = (l, u, j) reduces to per-unit scalars (math/variance.md 5.2):
+//   F_ii = abar_j^2 q,  Var(I1_ii) = abar_j^4 r,  Var(I2_ii) = abar_j^4 w,
+//   Cov(I1_ii, I2_ii) = abar_j^4 c,
+// with q, r, w, c computed from the unit's backward column g = G_l[:, u] and its output-
+// Hessian diagonal tau_d = T_l[:, u, u] by detail/moments.hpp. Unit blocks are rank one
+// per input: entry (j, k) of unit u is abar_j^2 abar_k^2 times the scalar. Over inputs
+// both are one GEMM (diag) or one weighted Gram per unit (unit) per chunk.
+//
+// diag(T_l[c]) for every output c uses sum_{m >= l} (A_{l->m} o A_{l->m})^T v_m(c) with
+// v_m(c) = (G_{m+1}[c, :] W_{m+1}) o phi''(z_m): the m = l + 1 term is one GEMM with
+// W_{l+1} o W_{l+1} over the chunk; deeper terms chain A per sample (O(L^2 n^3)).
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "fisherkit/accumulate.hpp"
+
+namespace fisherkit {
+
+/// Which per-input, single-draw quantity to sum.
+enum class Moment : int {
+  v1 = 0,   ///< Var(I1 entry | x): score estimator
+  v2 = 1,   ///< Var(I2 entry | x): Hessian estimator
+  c12 = 2,  ///< Cov(I1 entry, I2 entry | x) for one shared draw
+  fsq = 3,  ///< F(x)_entry^2: squared per-input exact Fisher (for the input-sampling part)
+};
+
+Moment parse_moment(const std::string& name);
+
+/// out (fisher_size(mlp, shape) values, shape diag or unit) = the SUM over the N inputs of
+/// the per-input, single-draw quantity `which`, in the flat layout of fisher(). The caller
+/// scales: the fixed-input variance of the estimate with S draws per input is
+/// out / (N^2 S). Cost: one backward pass of C rows per input, plus the T-diagonal terms
+/// for v2 and c12, plus one GEMM (diag) or SYRK per unit (unit) per chunk.
+template <class T>
+void variance_sum(const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, Moment which,
+                  Shape shape, VectorView<T> out, std::int64_t chunk = 0);
+
+}  // namespace fisherkit

@@ -1,0 +1,54 @@
+// Bindings of the variance engine (cpp/include/fisherkit/variance.hpp) and of the
+// per-input output Hessians (accumulate.hpp).
+#include "common.hpp"
+
+namespace fisherkit::py_bind {
+namespace {
+
+void bind(py::module_& m) {
+  m.def(
+      "variance_sum",
+      [](py::sequence Ws, py::sequence bs, const std::vector<std::string>& acts,
+         const std::string& head, double sigma, py::handle X, const std::string& which,
+         const std::string& shape, std::int64_t chunk, py::handle out) {
+        auto xi = array_info(X, "X"), oi = array_info(out, "out");
+        dispatch(xi.dtype, "X", [&](auto t) {
+          using T = decltype(t);
+          std::vector<ArrayInfo> keep;
+          auto mlp = make_mlp<T>(Ws, bs, acts, keep);
+          auto hd = make_head(head, sigma);
+          auto x = as_matrix<const T>(xi, "X");
+          auto o = as_vector<T>(oi, "out");
+          const Moment mo = parse_moment(which);
+          const Shape sh = parse_shape(shape);
+          py::gil_scoped_release nogil;
+          variance_sum(mlp, hd, x, mo, sh, o, chunk);
+        });
+      },
+      py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"),
+      py::arg("sigma"), py::arg("X"), py::arg("which"), py::arg("shape"), py::arg("chunk"),
+      py::arg("out"));
+
+  m.def(
+      "output_hessians",
+      [](py::sequence Ws, py::sequence bs, const std::vector<std::string>& acts, py::handle X,
+         py::handle out, std::int64_t chunk) {
+        auto xi = array_info(X, "X"), oi = array_info(out, "out");
+        dispatch(xi.dtype, "X", [&](auto t) {
+          using T = decltype(t);
+          std::vector<ArrayInfo> keep;
+          auto mlp = make_mlp<T>(Ws, bs, acts, keep);
+          auto x = as_matrix<const T>(xi, "X");
+          auto o = as_matrix<T>(oi, "out");
+          py::gil_scoped_release nogil;
+          output_hessians(mlp, x, o, chunk);
+        });
+      },
+      py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("X"), py::arg("out"),
+      py::arg("chunk") = 0);
+}
+
+Register reg(35, bind);
+
+}  // namespace
+}  // namespace fisherkit::py_bind
