@@ -46,7 +46,10 @@ struct ForwardCache {
   /// a_l as (pointer, leading dimension), l = 0..L-1.
   const T* act(std::int64_t l) const { return l == 0 ? x.data : a[l].data(); }
   std::int64_t act_ld(const Mlp<T>& m, std::int64_t l) const {
-    return l == 0 ? x.row_stride : m.widths()[l];
+    // a single row may come with any row stride (NumPy gives x[None] stride 0); BLAS needs
+    // a leading dimension >= the row length
+    if (l == 0) return x.rows <= 1 ? x.cols : x.row_stride;
+    return m.widths()[l];
   }
 };
 

@@ -57,6 +57,7 @@ Mlp<T>::Mlp(std::vector<Layer<T>> layers, std::vector<Activation> activations)
                     " columns but the previous layer has ", widths_.back(), " outputs");
     FISHERKIT_CHECK(b.size == W.rows, "argument '", bn, "' must have ", W.rows,
                     " entries (rows of ", wn, "), got ", b.size);
+    if (W.rows == 1) layers_[l].weight.row_stride = W.cols;  // any stride is valid for one row
     widths_.push_back(W.rows);
     offsets_.push_back(offsets_.back() + W.rows * W.cols + W.rows);
   }

@@ -14,6 +14,16 @@ from ._backend import get_array_module
 from .model import MLP
 from .fisher import fisher, fisher_vector_product
 from .matrices import Dense, Diagonal, FisherMatrix, LayerBlocks, UnitBlocks
+from .variance import (
+    Recommendation,
+    covariance,
+    directional_variance,
+    monte_carlo_variance,
+    recommend,
+    samples_needed,
+    variance,
+    variance_bounds,
+)
 from .info import info, set_num_threads, num_threads, cmake_dir, include_dir
 
 __version__ = _core.version()
@@ -22,6 +32,14 @@ __all__ = [
     "MLP",
     "fisher",
     "fisher_vector_product",
+    "variance",
+    "covariance",
+    "variance_bounds",
+    "recommend",
+    "Recommendation",
+    "samples_needed",
+    "monte_carlo_variance",
+    "directional_variance",
     "FisherMatrix",
     "Dense",
     "LayerBlocks",

@@ -61,7 +61,8 @@ def fisher(
     chunk: int | None = None,
     max_bytes: int | None = None,
     index_offset: int = 0,
-) -> FisherMatrix:
+    with_stderr: bool = False,
+) -> FisherMatrix | tuple[FisherMatrix, FisherMatrix]:
     """Estimate the Fisher information matrix of `model` over the inputs `X`.
 
     Parameters
@@ -94,9 +95,15 @@ def fisher(
         Global index of X's first row, so that chunks of one stream drawn with one seed
         and merged with ``.merge`` equal the estimate over the whole stream.
 
+    with_stderr : bool
+        Also return the standard error of every entry: the square root of the closed-form
+        fixed-input variance of this estimate (``fisherkit.variance``), in the same layout;
+        zeros for "exact"; not available for "empirical".
+
     Returns
     -------
-    Dense, LayerBlocks, UnitBlocks or Diagonal, averaged over the N inputs (and draws).
+    Dense, LayerBlocks, UnitBlocks or Diagonal, averaged over the N inputs (and draws);
+    with ``with_stderr=True`` the pair (estimate, standard error).
     """
     if not isinstance(model, MLP):
         raise TypeError(f"argument 'model' must be a fisherkit.MLP, got {type(model).__name__}")
@@ -109,6 +116,9 @@ def fisher(
         raise ValueError(f"argument 'samples' must be >= 1, got {samples}")
     if estimator == "empirical" and y is None:
         raise ValueError("the empirical estimator needs labels: pass y (or use estimator='exact')")
+    if with_stderr and estimator == "empirical":
+        raise ValueError("with_stderr=True is not available for the empirical Fisher: its variance "
+                         "needs the data distribution")
     if estimator != "empirical":
         y = None
     Xc, yc = model._inputs(X, y)
@@ -122,7 +132,12 @@ def fisher(
     out = model.xp.empty(size, dtype=model.dtype)
     _core.fisher(*model._core_args(), model.head, model.sigma, Xc, yc, estimator, shape, samples,
                  _heads.resolve_seed(seed), as_chunk(chunk), int(index_offset), out)
-    return _wrap(out, sizes, shape, Xc.shape[0], estimator)
+    result = _wrap(out, sizes, shape, Xc.shape[0], estimator)
+    if not with_stderr:
+        return result
+    from .variance import _stderr  # lazy: variance.py imports this module
+
+    return result, _stderr(model, Xc, estimator, shape, samples, chunk, max_bytes)
 
 
 def fisher_vector_product(model: MLP, X: Any, v: Any, *, chunk: int | None = None) -> Any:

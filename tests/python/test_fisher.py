@@ -339,3 +339,15 @@ def test_jvp_first_and_second_order_against_finite_differences(act):
     for n in range(2):
         Hn = fd_hessians(layers, model.activations, X[n])
         np.testing.assert_allclose(d2[n], np.einsum("i,cij,j->c", v, Hn, v), rtol=1e-6, atol=1e-8)
+
+
+def test_with_stderr_returns_the_closed_form_standard_error():
+    model = fisherkit.MLP.init([3, 5, 3], "tanh", "categorical", seed=4)
+    X = np.random.default_rng(15).standard_normal((12, 3))
+    for shape in ("diag", "unit"):
+        F, se = fisherkit.fisher(model, X, estimator="score", shape=shape, samples=3, seed=1, with_stderr=True)
+        V = fisherkit.variance(model, X, estimator="score", shape=shape, samples=3)
+        assert type(se) is type(F)
+        np.testing.assert_allclose(se.to_dense() ** 2, V.to_dense(), rtol=1e-12, atol=1e-300)
+    with pytest.raises(ValueError, match="empirical"):
+        fisherkit.fisher(model, X, np.zeros(12, int), estimator="empirical", with_stderr=True)

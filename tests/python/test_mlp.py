@@ -221,3 +221,16 @@ def test_out_buffers_are_written_and_checked():
         m.per_sample_grads(X, y, out=np.empty((6, m.n_params), np.float32))
     with pytest.raises(ValueError, match="'out'"):
         m.jacobian(X, out=np.empty((3, 6, m.n_params)).transpose(1, 0, 2))
+
+
+def test_single_row_with_zero_stride():
+    """NumPy's x[None] has row stride 0: valid for one row, and must not reach BLAS as lda=0."""
+    m = fisherkit.MLP.init([5, 4, 3], "tanh", "categorical", seed=2)
+    X = np.random.default_rng(8).standard_normal((3, 5))
+    one = X[1][None]
+    assert one.strides[0] == 0 or one.shape[0] == 1
+    np.testing.assert_array_equal(m.forward(one), m.forward(X[1:2].copy()))
+    np.testing.assert_array_equal(fisherkit.fisher(m, one).values, fisherkit.fisher(m, X[1:2].copy()).values)
+    w1 = np.random.default_rng(9).standard_normal(4)[None]  # a one-row weight with stride 0
+    m1 = fisherkit.MLP([(m.weights[0], m.biases[0]), (w1, np.zeros(1))], "tanh", "gaussian")
+    np.testing.assert_allclose(m1.forward(X)[:, 0], np.tanh(X @ m.weights[0].T + m.biases[0]) @ w1[0], rtol=1e-12)
