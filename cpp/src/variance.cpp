@@ -131,10 +131,17 @@ struct VarianceRun {
       std::vector<double> cache_s(static_cast<size_t>(2 * C));
       const auto row = detail::make_head_row<T>(head.kind, head.sigma, detail::StridedVec<T>(h + s * C),
                                                 C, cache_s.data());
+      // the sample's C x n_l blocks, transposed so that each unit's column is contiguous
+      // (strided column reads made the per-unit contractions several times slower)
+      std::vector<T> gt(static_cast<size_t>(nl * C)), tt(with_t ? static_cast<size_t>(nl * C) : 0);
+      for (std::int64_t c = 0; c < C; ++c)
+        for (std::int64_t u = 0; u < nl; ++u) {
+          gt[u * C + c] = D[l][(s * C + c) * nl + u];
+          if (with_t) tt[u * C + c] = Td[l][(s * C + c) * nl + u];
+        }
       for (std::int64_t u = 0; u < nl; ++u) {
-        detail::StridedVec<T> g(D[l].data() + s * C * nl + u, nl);
-        detail::StridedVec<T> td = with_t ? detail::StridedVec<T>(Td[l].data() + s * C * nl + u, nl)
-                                          : detail::StridedVec<T>();
+        detail::StridedVec<T> g(gt.data() + u * C, 1);
+        detail::StridedVec<T> td = with_t ? detail::StridedVec<T>(tt.data() + u * C, 1) : detail::StridedVec<T>();
         const auto sc = detail::head_unit_scalars(row, g, td);
         double v = 0.0;
         switch (which) {
