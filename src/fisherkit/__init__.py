@@ -10,6 +10,9 @@ from ._loader import _core
 from . import heads
 from . import linalg
 from . import meanfield
+from . import natgrad
+from . import optim
+from .structure import BlockStructure, block_structure
 from ._backend import get_array_module
 from .model import MLP
 from .fisher import fisher, fisher_vector_product
@@ -48,6 +51,10 @@ __all__ = [
     "heads",
     "linalg",
     "meanfield",
+    "natgrad",
+    "optim",
+    "block_structure",
+    "BlockStructure",
     "info",
     "set_num_threads",
     "num_threads",

@@ -94,6 +94,6 @@ def run(data: str = "spirals", seed: int = 0, quick: bool = False, out: IO[str] 
 
 def _extra_sections() -> list[Any]:
     """Sections contributed by the features built on the engine."""
-    from . import _demo_variance
+    from . import _demo_natgrad, _demo_variance
 
-    return [_fisher_section, _demo_variance.section]
+    return [_fisher_section, _demo_variance.section, _demo_natgrad.section]

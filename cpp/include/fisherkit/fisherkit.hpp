@@ -10,3 +10,4 @@
 #include "fisherkit/variance.hpp"
 #include "fisherkit/dpr2.hpp"
 #include "fisherkit/rank1.hpp"
+#include "fisherkit/natgrad.hpp"

@@ -1,0 +1,142 @@
+"""Optimizers that train a :class:`fisherkit.MLP` in place (NumPy).
+
+All share one interface, so comparisons are one line::
+
+    opt = NaturalGradient(model, lr=0.5, method="unit-meanfield", damping=1e-3)
+    for X_batch, y_batch in batches:
+        loss = opt.step(X_batch, y_batch)
+
+``step(X, y)`` computes the mean negative log-likelihood and its gradient with the
+compiled :meth:`MLP.gradient`, forms the step, updates the model's parameters in place
+and returns the loss *before* the update.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import natgrad as _ng
+from .model import MLP
+
+__all__ = ["SGD", "Adam", "NaturalGradient"]
+
+
+def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"argument '{name}' must be a real number, got {value!r}") from None
+    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"argument '{name}' must be finite and {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return v
+
+
+class _Optimizer:
+    def __init__(self, model: MLP, lr: float) -> None:
+        if not isinstance(model, MLP):
+            raise TypeError(f"argument 'model' must be a fisherkit.MLP, got {type(model).__name__}")
+        self.model = model
+        self.lr = _positive(lr, "lr")
+        self.steps = 0
+
+    def _direction(self, X: Any, y: Any, g: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def step(self, X: Any, y: Any) -> float:
+        """One update on the batch (X, y); returns the loss before the update."""
+        loss, g = self.model.gradient(X, y)
+        d = self._direction(X, y, g)
+        self.model.set_flat_params(self.model.flat_params() - d)
+        self.steps += 1
+        return loss
+
+
+class SGD(_Optimizer):
+    """Gradient descent with heavy-ball momentum: ``v <- momentum v + g``, ``theta <- theta - lr v``."""
+
+    def __init__(self, model: MLP, lr: float, momentum: float = 0.0) -> None:
+        super().__init__(model, lr)
+        self.momentum = _positive(momentum, "momentum", allow_zero=True)
+        if self.momentum >= 1:
+            raise ValueError(f"argument 'momentum' must be < 1, got {momentum!r}")
+        self._v: np.ndarray | None = None
+
+    def _direction(self, X: Any, y: Any, g: np.ndarray) -> np.ndarray:
+        if self.momentum:
+            self._v = g.copy() if self._v is None else self.momentum * self._v + g
+            return self.lr * self._v
+        return self.lr * g
+
+
+class Adam(_Optimizer):
+    """Adam (Kingma and Ba) with bias correction:
+    ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g^2``,
+    ``theta <- theta - lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)``."""
+
+    def __init__(self, model: MLP, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        super().__init__(model, lr)
+        b1, b2 = (float(b) for b in betas)
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(f"argument 'betas' must lie in [0, 1), got {betas!r}")
+        self.betas = (b1, b2)
+        self.eps = _positive(eps, "eps")
+        self._m: np.ndarray | None = None
+        self._v: np.ndarray | None = None
+
+    def _direction(self, X: Any, y: Any, g: np.ndarray) -> np.ndarray:
+        b1, b2 = self.betas
+        if self._m is None:
+            self._m = np.zeros_like(g)
+            self._v = np.zeros_like(g)
+        self._m = b1 * self._m + (1 - b1) * g
+        self._v = b2 * self._v + (1 - b2) * g * g
+        t = self.steps + 1
+        mhat = self._m / (1 - b1 ** t)
+        vhat = self._v / (1 - b2 ** t)
+        return self.lr * mhat / (np.sqrt(vhat) + self.eps)
+
+
+class NaturalGradient(_Optimizer):
+    """Natural-gradient descent ``theta <- theta - lr (F~ + damping I)^-1 g``.
+
+    ``method`` and ``estimator`` as in :func:`fisherkit.natgrad.natural_gradient`.
+    ``ema`` in (0, 1] is the weight of the newest batch in a running average of the
+    curvature statistics (1: use the current batch only). ``curvature_every`` recomputes
+    the statistics every k steps (in between the last average is reused, as K-FAC does).
+    ``curvature_batch`` caps the number of rows of each batch used for the statistics (the
+    first rows; None: all).
+    """
+
+    def __init__(self, model: MLP, lr: float, method: str = "unit-meanfield", damping: float = 1e-3,
+                 ema: float = 1.0, *, estimator: str = "exact", samples: int = 1, seed: int | None = 0,
+                 curvature_every: int = 1, curvature_batch: int | None = None) -> None:
+        super().__init__(model, lr)
+        self.method = _ng._check_method(method)
+        self.damping = _ng._check_damping(damping)
+        self.estimator = _ng._check_estimator(estimator)
+        ema = float(ema)
+        if not 0 < ema <= 1:
+            raise ValueError(f"argument 'ema' must be in (0, 1], got {ema!r}")
+        self.ema = ema
+        self.samples = int(samples)
+        self.seed = seed
+        self.curvature_every = int(curvature_every)
+        if self.curvature_every < 1:
+            raise ValueError(f"argument 'curvature_every' must be >= 1, got {curvature_every!r}")
+        self.curvature_batch = None if curvature_batch is None else int(curvature_batch)
+        self.curvature: _ng.Curvature | None = None
+
+    def _direction(self, X: Any, y: Any, g: np.ndarray) -> np.ndarray:
+        if self.curvature is None or self.steps % self.curvature_every == 0:
+            Xs, ys = X, y
+            if self.curvature_batch is not None:
+                Xs, ys = X[: self.curvature_batch], (None if y is None else y[: self.curvature_batch])
+            seed = None if self.seed is None else int(self.seed) + self.steps
+            new = _ng.curvature(self.model, Xs, method=self.method, estimator=self.estimator, y=ys,
+                                samples=self.samples, seed=seed)
+            self.curvature = new if self.curvature is None or self.ema == 1 else self.curvature.blend(new, self.ema)
+        d = _ng.natural_gradient(self.model, None, g, method=self.method, damping=self.damping,
+                                 curvature=self.curvature)
+        return self.lr * d
