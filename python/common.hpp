@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "fisherkit/fisherkit.hpp"
@@ -111,5 +112,22 @@ Mlp<T> make_mlp(const py::sequence& weights, const py::sequence& biases,
 }
 
 Head make_head(const std::string& name, double sigma);
+
+/// Element type of a view (MatrixView<const T> -> T).
+template <class View>
+using elem_t = std::remove_const_t<std::remove_pointer_t<decltype(View::data)>>;
+
+/// Call f(mlp, X) with T chosen by X's dtype: the MLP built over the Python arrays and X as
+/// a const view. Everything one MLP binding needs before it releases the GIL.
+template <class F>
+decltype(auto) with_mlp(const py::sequence& weights, const py::sequence& biases,
+                        const std::vector<std::string>& activations, const ArrayInfo& X, F&& f) {
+  return dispatch(X.dtype, "X", [&](auto t) -> decltype(auto) {
+    using T = decltype(t);
+    std::vector<ArrayInfo> keep;
+    auto mlp = make_mlp<T>(weights, biases, activations, keep);
+    return f(mlp, as_matrix<const T>(X, "X"));
+  });
+}
 
 }  // namespace fisherkit::py_bind

@@ -1,4 +1,4 @@
-// Bindings of the Fisher estimators (cpp/include/fisherkit/accumulate.hpp).
+// Bindings of the Fisher estimators (cpp/include/fisherkit/accumulate.hpp). Marshalling only.
 #include "common.hpp"
 
 namespace fisherkit::py_bind {
@@ -11,18 +11,15 @@ void bind(py::module_& m) {
          const std::string& head, double sigma, py::handle X, py::object y,
          const std::string& estimator, const std::string& shape, std::int64_t samples,
          std::uint64_t seed, std::int64_t chunk, std::int64_t index_offset, py::handle out) {
-        auto xi = array_info(X, "X"), oi = array_info(out, "out");
+        auto oi = array_info(out, "out");
         ArrayInfo yi;
         if (!y.is_none()) yi = array_info(y, "y");
-        dispatch(xi.dtype, "X", [&](auto t) {
-          using T = decltype(t);
-          std::vector<ArrayInfo> keep;
-          auto mlp = make_mlp<T>(Ws, bs, acts, keep);
-          auto hd = make_head(head, sigma);
-          auto x = as_matrix<const T>(xi, "X");
+        with_mlp(Ws, bs, acts, array_info(X, "X"), [&](const auto& mlp, auto x) {
+          using T = elem_t<decltype(x)>;
           MatrixView<const T> yy;
           if (!y.is_none()) yy = as_matrix<const T>(yi, "y");
           auto o = as_vector<T>(oi, "out");
+          const Head hd = make_head(head, sigma);
           FisherOptions opt;
           opt.estimator = parse_estimator(estimator);
           opt.shape = parse_shape(shape);

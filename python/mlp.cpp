@@ -1,4 +1,4 @@
-// Bindings of the MLP passes (cpp/include/fisherkit/mlp.hpp).
+// Bindings of the MLP passes (cpp/include/fisherkit/mlp.hpp). Marshalling only.
 #include "common.hpp"
 
 namespace fisherkit::py_bind {
@@ -11,14 +11,9 @@ void bind(py::module_& m) {
       "forward",
       [](py::sequence Ws, py::sequence bs, const Acts& acts, py::handle X, py::handle out,
          std::int64_t chunk) {
-        auto xi = array_info(X, "X");
         auto oi = array_info(out, "out");
-        dispatch(xi.dtype, "X", [&](auto t) {
-          using T = decltype(t);
-          std::vector<ArrayInfo> keep;
-          auto mlp = make_mlp<T>(Ws, bs, acts, keep);
-          auto x = as_matrix<const T>(xi, "X");
-          auto o = as_matrix<T>(oi, "out");
+        with_mlp(Ws, bs, acts, array_info(X, "X"), [&](const auto& mlp, auto x) {
+          auto o = as_matrix<elem_t<decltype(x)>>(oi, "out");
           py::gil_scoped_release nogil;
           forward(mlp, x, o, chunk);
         });
@@ -30,17 +25,14 @@ void bind(py::module_& m) {
       "log_likelihood",
       [](py::sequence Ws, py::sequence bs, const Acts& acts, const std::string& head, double sigma,
          py::handle X, py::handle y, py::handle out, std::int64_t chunk) {
-        auto xi = array_info(X, "X"), yi = array_info(y, "y"), oi = array_info(out, "out");
-        dispatch(xi.dtype, "X", [&](auto t) {
-          using T = decltype(t);
-          std::vector<ArrayInfo> keep;
-          auto mlp = make_mlp<T>(Ws, bs, acts, keep);
-          auto h = make_head(head, sigma);
-          auto x = as_matrix<const T>(xi, "X");
+        auto yi = array_info(y, "y"), oi = array_info(out, "out");
+        with_mlp(Ws, bs, acts, array_info(X, "X"), [&](const auto& mlp, auto x) {
+          using T = elem_t<decltype(x)>;
           auto yy = as_matrix<const T>(yi, "y");
           auto o = as_vector<T>(oi, "out");
+          const Head hd = make_head(head, sigma);
           py::gil_scoped_release nogil;
-          log_likelihood(mlp, h, x, yy, o, chunk);
+          log_likelihood(mlp, hd, x, yy, o, chunk);
         });
       },
       py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"),
@@ -50,17 +42,14 @@ void bind(py::module_& m) {
       "per_sample_grads",
       [](py::sequence Ws, py::sequence bs, const Acts& acts, const std::string& head, double sigma,
          py::handle X, py::handle y, py::handle out, std::int64_t chunk) {
-        auto xi = array_info(X, "X"), yi = array_info(y, "y"), oi = array_info(out, "out");
-        dispatch(xi.dtype, "X", [&](auto t) {
-          using T = decltype(t);
-          std::vector<ArrayInfo> keep;
-          auto mlp = make_mlp<T>(Ws, bs, acts, keep);
-          auto h = make_head(head, sigma);
-          auto x = as_matrix<const T>(xi, "X");
+        auto yi = array_info(y, "y"), oi = array_info(out, "out");
+        with_mlp(Ws, bs, acts, array_info(X, "X"), [&](const auto& mlp, auto x) {
+          using T = elem_t<decltype(x)>;
           auto yy = as_matrix<const T>(yi, "y");
           auto o = as_matrix<T>(oi, "out");
+          const Head hd = make_head(head, sigma);
           py::gil_scoped_release nogil;
-          per_sample_grads(mlp, h, x, yy, o, chunk);
+          per_sample_grads(mlp, hd, x, yy, o, chunk);
         });
       },
       py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"),
@@ -70,17 +59,14 @@ void bind(py::module_& m) {
       "nll_gradient",
       [](py::sequence Ws, py::sequence bs, const Acts& acts, const std::string& head, double sigma,
          py::handle X, py::handle y, py::handle out, std::int64_t chunk) {
-        auto xi = array_info(X, "X"), yi = array_info(y, "y"), oi = array_info(out, "out");
-        return dispatch(xi.dtype, "X", [&](auto t) {
-          using T = decltype(t);
-          std::vector<ArrayInfo> keep;
-          auto mlp = make_mlp<T>(Ws, bs, acts, keep);
-          auto h = make_head(head, sigma);
-          auto x = as_matrix<const T>(xi, "X");
+        auto yi = array_info(y, "y"), oi = array_info(out, "out");
+        return with_mlp(Ws, bs, acts, array_info(X, "X"), [&](const auto& mlp, auto x) {
+          using T = elem_t<decltype(x)>;
           auto yy = as_matrix<const T>(yi, "y");
           auto o = as_vector<T>(oi, "out");
+          const Head hd = make_head(head, sigma);
           py::gil_scoped_release nogil;
-          return nll_gradient(mlp, h, x, yy, o, chunk);
+          return nll_gradient(mlp, hd, x, yy, o, chunk);
         });
       },
       py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"),
@@ -90,14 +76,11 @@ void bind(py::module_& m) {
       "jvp",
       [](py::sequence Ws, py::sequence bs, const Acts& acts, py::handle X, py::handle v,
          py::handle out1, py::object out2, std::int64_t chunk) {
-        auto xi = array_info(X, "X"), vi = array_info(v, "v"), o1 = array_info(out1, "out1");
+        auto vi = array_info(v, "v"), o1 = array_info(out1, "out1");
         ArrayInfo o2;
         if (!out2.is_none()) o2 = array_info(out2, "out2");
-        dispatch(xi.dtype, "X", [&](auto t) {
-          using T = decltype(t);
-          std::vector<ArrayInfo> keep;
-          auto mlp = make_mlp<T>(Ws, bs, acts, keep);
-          auto x = as_matrix<const T>(xi, "X");
+        with_mlp(Ws, bs, acts, array_info(X, "X"), [&](const auto& mlp, auto x) {
+          using T = elem_t<decltype(x)>;
           auto vv = as_vector<const T>(vi, "v");
           auto a = as_matrix<T>(o1, "out1");
           MatrixView<T> b;
@@ -113,15 +96,12 @@ void bind(py::module_& m) {
       "fisher_vector_product",
       [](py::sequence Ws, py::sequence bs, const Acts& acts, const std::string& head, double sigma,
          py::handle X, py::handle v, py::handle out, std::int64_t chunk) {
-        auto xi = array_info(X, "X"), vi = array_info(v, "v"), oi = array_info(out, "out");
-        dispatch(xi.dtype, "X", [&](auto t) {
-          using T = decltype(t);
-          std::vector<ArrayInfo> keep;
-          auto mlp = make_mlp<T>(Ws, bs, acts, keep);
-          auto hd = make_head(head, sigma);
-          auto x = as_matrix<const T>(xi, "X");
+        auto vi = array_info(v, "v"), oi = array_info(out, "out");
+        with_mlp(Ws, bs, acts, array_info(X, "X"), [&](const auto& mlp, auto x) {
+          using T = elem_t<decltype(x)>;
           auto vv = as_vector<const T>(vi, "v");
           auto o = as_vector<T>(oi, "out");
+          const Head hd = make_head(head, sigma);
           py::gil_scoped_release nogil;
           fisher_vector_product(mlp, hd, x, vv, o, chunk);
         });
@@ -133,13 +113,9 @@ void bind(py::module_& m) {
       "output_jacobian",
       [](py::sequence Ws, py::sequence bs, const Acts& acts, py::handle X, py::handle out,
          std::int64_t chunk) {
-        auto xi = array_info(X, "X"), oi = array_info(out, "out");
-        dispatch(xi.dtype, "X", [&](auto t) {
-          using T = decltype(t);
-          std::vector<ArrayInfo> keep;
-          auto mlp = make_mlp<T>(Ws, bs, acts, keep);
-          auto x = as_matrix<const T>(xi, "X");
-          auto o = as_matrix<T>(oi, "out");
+        auto oi = array_info(out, "out");
+        with_mlp(Ws, bs, acts, array_info(X, "X"), [&](const auto& mlp, auto x) {
+          auto o = as_matrix<elem_t<decltype(x)>>(oi, "out");
           py::gil_scoped_release nogil;
           output_jacobian(mlp, x, o, chunk);
         });

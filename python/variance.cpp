@@ -1,5 +1,5 @@
 // Bindings of the variance engine (cpp/include/fisherkit/variance.hpp) and of the
-// per-input output Hessians (accumulate.hpp).
+// per-input output Hessians (accumulate.hpp). Marshalling only.
 #include "common.hpp"
 
 namespace fisherkit::py_bind {
@@ -11,14 +11,10 @@ void bind(py::module_& m) {
       [](py::sequence Ws, py::sequence bs, const std::vector<std::string>& acts,
          const std::string& head, double sigma, py::handle X, const std::string& which,
          const std::string& shape, std::int64_t chunk, py::handle out) {
-        auto xi = array_info(X, "X"), oi = array_info(out, "out");
-        dispatch(xi.dtype, "X", [&](auto t) {
-          using T = decltype(t);
-          std::vector<ArrayInfo> keep;
-          auto mlp = make_mlp<T>(Ws, bs, acts, keep);
-          auto hd = make_head(head, sigma);
-          auto x = as_matrix<const T>(xi, "X");
-          auto o = as_vector<T>(oi, "out");
+        auto oi = array_info(out, "out");
+        with_mlp(Ws, bs, acts, array_info(X, "X"), [&](const auto& mlp, auto x) {
+          auto o = as_vector<elem_t<decltype(x)>>(oi, "out");
+          const Head hd = make_head(head, sigma);
           const Moment mo = parse_moment(which);
           const Shape sh = parse_shape(shape);
           py::gil_scoped_release nogil;
@@ -33,13 +29,9 @@ void bind(py::module_& m) {
       "output_hessians",
       [](py::sequence Ws, py::sequence bs, const std::vector<std::string>& acts, py::handle X,
          py::handle out, std::int64_t chunk) {
-        auto xi = array_info(X, "X"), oi = array_info(out, "out");
-        dispatch(xi.dtype, "X", [&](auto t) {
-          using T = decltype(t);
-          std::vector<ArrayInfo> keep;
-          auto mlp = make_mlp<T>(Ws, bs, acts, keep);
-          auto x = as_matrix<const T>(xi, "X");
-          auto o = as_matrix<T>(oi, "out");
+        auto oi = array_info(out, "out");
+        with_mlp(Ws, bs, acts, array_info(X, "X"), [&](const auto& mlp, auto x) {
+          auto o = as_matrix<elem_t<decltype(x)>>(oi, "out");
           py::gil_scoped_release nogil;
           output_hessians(mlp, x, o, chunk);
         });

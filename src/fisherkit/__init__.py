@@ -12,6 +12,7 @@ from . import linalg
 from . import meanfield
 from . import natgrad
 from . import optim
+from . import rl
 from .structure import BlockStructure, block_structure
 from ._backend import get_array_module
 from .model import MLP
@@ -53,6 +54,7 @@ __all__ = [
     "meanfield",
     "natgrad",
     "optim",
+    "rl",
     "block_structure",
     "BlockStructure",
     "info",

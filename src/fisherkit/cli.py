@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="built-in spirals (default; generated, no downloads) or scikit-learn's digits")
     pd.add_argument("--seed", type=int, default=0)
     pd.add_argument("--quick", action="store_true", help="smaller sizes (for tests)")
+    from .rl import cli as _rl_cli  # safe without gymnasium: it is imported when rl runs
+
+    _rl_cli.add_parser(sub)
     return p
 
 
@@ -48,5 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import run
 
         return run(data=args.data, seed=args.seed, quick=args.quick, out=sys.stdout)
+    if args.command == "rl":
+        from .rl.cli import run as run_rl
+
+        return run_rl(args)
     _parser().print_help()
     return 0

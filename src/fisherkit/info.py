@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ._loader import _core
+from ._loader import _core, default_threads
 
 # The compiled module sits beside the installed C++ package (headers, library, CMake
 # config); in an editable install that is site-packages, not the source tree.
@@ -49,11 +49,13 @@ def info() -> dict[str, Any]:
 
 
 def set_num_threads(n: int) -> None:
-    """Threads for fisherkit's OpenMP loops and its BLAS (0 restores the default).
-
-    On machines whose vCPUs share one floating-point core, 1 is often fastest.
-    """
-    _core.set_num_threads(int(n))
+    """Threads for fisherkit's OpenMP loops and its BLAS; 0 restores fisherkit's default
+    (``FISHERKIT_NUM_THREADS``, else 1 on machines with at most 2 CPUs, whose vCPUs usually
+    share one core, else the OpenMP/OpenBLAS default)."""
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"argument 'n' must be >= 0, got {n}")
+    _core.set_num_threads(n if n > 0 else default_threads())
 
 
 def num_threads() -> int:

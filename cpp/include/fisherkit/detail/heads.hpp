@@ -149,11 +149,8 @@ FISHERKIT_HD void head_covariance(HeadKind k, T sigma, const T* h, std::int64_t 
       }
       return;
     }
-    case HeadKind::bernoulli:
-      for (std::int64_t c = 0; c < C; ++c) {
-        const T p = sigmoid(h[c]);
-        I[c * C + c] = p * (T(1) - p);
-      }
+    case HeadKind::bernoulli:  // p (1 - p) as sigmoid(h) sigmoid(-h): no cancellation near p = 1
+      for (std::int64_t c = 0; c < C; ++c) I[c * C + c] = sigmoid(h[c]) * sigmoid(-h[c]);
       return;
     case HeadKind::poisson:
       for (std::int64_t c = 0; c < C; ++c) I[c * C + c] = fk_exp(h[c]);
@@ -181,10 +178,7 @@ FISHERKIT_HD void head_sqrt_covariance(HeadKind k, T sigma, const T* h, std::int
       return;
     }
     case HeadKind::bernoulli:
-      for (std::int64_t c = 0; c < C; ++c) {
-        const T p = sigmoid(h[c]);
-        B[c * C + c] = fk_sqrt(p * (T(1) - p));
-      }
+      for (std::int64_t c = 0; c < C; ++c) B[c * C + c] = fk_sqrt(sigmoid(h[c]) * sigmoid(-h[c]));
       return;
     case HeadKind::poisson:
       for (std::int64_t c = 0; c < C; ++c) B[c * C + c] = fk_sqrt(fk_exp(h[c]));
