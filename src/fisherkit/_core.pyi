@@ -1,0 +1,89 @@
+"""
+fisherkit's compiled core (private; use the fisherkit package)
+"""
+from __future__ import annotations
+import collections.abc
+import typing
+__all__: list[str] = ['blas_name', 'cuda_compiled', 'cuda_device_count', 'dpr2_inverse', 'dpr2_solve', 'fisher', 'fisher_vector_product', 'forward', 'head_covariance', 'head_fourth_moment', 'head_layer_block', 'head_log_likelihood', 'head_mean', 'head_quadratic', 'head_sample', 'head_spectral_constants', 'head_third_cumulant', 'head_unit_scalars', 'jvp', 'log_likelihood', 'nll_gradient', 'num_threads', 'openmp_enabled', 'output_hessians', 'output_jacobian', 'per_sample_grads', 'rank1_solve', 'rankb_solve', 'set_num_threads', 'unit_row_combine', 'unit_row_reductions', 'variance_sum', 'version']
+def blas_name() -> str:
+    ...
+def cuda_compiled() -> bool:
+    ...
+def cuda_device_count() -> int:
+    ...
+def dpr2_inverse(d: typing.Any, U: typing.Any, S: typing.Any, damping: typing.SupportsFloat | typing.SupportsIndex, out: typing.Any) -> None:
+    ...
+def dpr2_solve(d: typing.Any, U: typing.Any, S: typing.Any, rhs: typing.Any, k: typing.SupportsInt | typing.SupportsIndex, damping: typing.SupportsFloat | typing.SupportsIndex, out: typing.Any, status: typing.Any = None) -> None:
+    ...
+def fisher(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, y: typing.Any, estimator: str, shape: str, samples: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, chunk: typing.SupportsInt | typing.SupportsIndex, index_offset: typing.SupportsInt | typing.SupportsIndex, out: typing.Any) -> None:
+    ...
+def fisher_vector_product(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, v: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    ...
+def forward(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], X: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    ...
+def head_covariance(head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, H: typing.Any, out: typing.Any, sqrt: bool = False) -> None:
+    ...
+def head_fourth_moment(head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, H: typing.Any, U: typing.Any, V: typing.Any, W: typing.Any, Z: typing.Any, out: typing.Any, cumulant: bool = False) -> None:
+    """
+    out[n] = K(H[n])(U[n], V[n], W[n], Z[n]), the 4th central moment of t (kappa4 when cumulant=True). All (N, C); out: (N,).
+    """
+def head_layer_block(head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, H: typing.Any, G: typing.Any, T: typing.Any, U1: typing.Any, U2: typing.Any) -> None:
+    """
+    Layer-block U1, U2 (variance.md 5.2). G: (N, C*n); T: (N, C*n*n) with entry (c, u, u') at column c*n*n + u*n + u'; U1, U2: (N, n*n). T and U2 may be None together.
+    """
+def head_log_likelihood(head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, H: typing.Any, y: typing.Any, out: typing.Any) -> None:
+    ...
+def head_mean(head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, H: typing.Any, out: typing.Any) -> None:
+    ...
+def head_quadratic(head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, H: typing.Any, U: typing.Any, V: typing.Any, out: typing.Any) -> None:
+    """
+    out[n] = U[n]^T I(H[n]) V[n] (covariance of t). H, U, V: (N, C); out: (N,).
+    """
+def head_sample(head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, H: typing.Any, seed: typing.SupportsInt | typing.SupportsIndex, samples: typing.SupportsInt | typing.SupportsIndex, out: typing.Any, index_offset: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    ...
+def head_spectral_constants(head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, H: typing.Any, out: typing.Any) -> None:
+    """
+    out (N, 4) = (lambda_min, lambda_max, k_min, k_max) per row (variance.md 2.1); the min columns are exact or lower bounds, the max columns exact or upper bounds.
+    """
+def head_third_cumulant(head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, H: typing.Any, U: typing.Any, V: typing.Any, W: typing.Any, out: typing.Any) -> None:
+    """
+    out[n] = kappa3(H[n])(U[n], V[n], W[n]). All (N, C); out: (N,).
+    """
+def head_unit_scalars(head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, H: typing.Any, G: typing.Any, Tdiag: typing.Any, q: typing.Any, r: typing.Any, w: typing.Any, c: typing.Any) -> None:
+    """
+    Per-unit q, r, w, c (variance.md 5.2). H: (N, C); G, Tdiag: (N, C*n) with entry (c, u) at column c*n + u; q, r, w, c: (N, n). Tdiag, w, c may be None together.
+    """
+def jvp(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], X: typing.Any, v: typing.Any, out1: typing.Any, out2: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    ...
+def log_likelihood(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, y: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    ...
+def nll_gradient(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, y: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0) -> float:
+    ...
+def num_threads() -> int:
+    ...
+def openmp_enabled() -> bool:
+    ...
+def output_hessians(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], X: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    ...
+def output_jacobian(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], X: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    ...
+def per_sample_grads(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, y: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    ...
+def rank1_solve(psi: typing.Any, g: typing.Any, damping: typing.SupportsFloat | typing.SupportsIndex, out: typing.Any) -> None:
+    ...
+def rankb_solve(Psi: typing.Any, g: typing.Any, damping: typing.SupportsFloat | typing.SupportsIndex, out: typing.Any) -> None:
+    ...
+def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
+    ...
+def unit_row_combine(G: typing.Any, W: typing.Any, coef: typing.Any, out: typing.Any) -> None:
+    """
+    out (m, n) = coef[:, 0:1] * G + coef[:, 1:2] * W + coef[:, 2:3]; coef: (m, 3) float64.
+    """
+def unit_row_reductions(W: typing.Any, G: typing.Any, out: typing.Any) -> None:
+    """
+    out (m, 4) float64 = per row [sum W^2, sum W, sum W*G, sum G]; W, G: (m, n).
+    """
+def variance_sum(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, which: str, shape: str, chunk: typing.SupportsInt | typing.SupportsIndex, out: typing.Any) -> None:
+    ...
+def version() -> str:
+    ...
