@@ -386,14 +386,14 @@ struct FisherRun {
         double* blk = acc + g.block_off[l - 1];
         blas_accumulate<T>(blk, Dw, Dw, Dw, tmp, [&](auto* dst, std::int64_t ldd, T beta) {
           blas::syrk_rows(Dw, n * M, T(1), rows.data(), Dw, beta, dst, ldd);
-        });
+        }, true);
         if (hess) add_within_layer(l, n, 0, n, blk, Dw, -1.0);
       }
     });
     if (shape == Shape::full) {
       blas_accumulate<T>(acc, g.P, g.P, g.P, tmp, [&](auto* dst, std::int64_t ldd, T beta) {
         blas::syrk_rows(g.P, n * M, T(1), rows.data(), g.P, beta, dst, ldd);
-      });
+      }, true);
       if (hess) {
         for (std::int64_t l = 1; l < L; ++l)
           add_within_layer(l, n, 0, n, acc + g.param_off[l - 1] * g.P + g.param_off[l - 1], g.P, -1.0);
@@ -402,15 +402,20 @@ struct FisherRun {
     }
   }
 
-  /// Copy the upper triangle of every square block to its lower triangle.
-  void symmetrise() {
-    auto sym = detail::symmetrise_block;
-    if (opt.shape == Shape::full) sym(acc, g.P);
+  /// out = scale * acc, every square block mirrored from its upper triangle.
+  template <class Out>
+  void emit(double scale, Out& out) {
+    if (opt.shape == Shape::diag) {
+      for (std::int64_t i = 0; i < g.total; ++i) out[i] = T(acc[i] * scale);
+      return;
+    }
+    if (opt.shape == Shape::full) detail::emit_symmetric_block<T>(acc, scale, out, 0, g.P);
     for (std::int64_t l = 1; l <= L; ++l) {
       const std::int64_t no = g.n_out[l - 1], k = g.n_in[l - 1] + 1;
-      if (opt.shape == Shape::layer) sym(acc + g.block_off[l - 1], no * k);
+      if (opt.shape == Shape::layer) detail::emit_symmetric_block<T>(acc, scale, out, g.block_off[l - 1], no * k);
       if (opt.shape == Shape::unit)
-        for (std::int64_t u = 0; u < no; ++u) sym(acc + g.block_off[l - 1] + u * k * k, k);
+        for (std::int64_t u = 0; u < no; ++u)
+          detail::emit_symmetric_block<T>(acc, scale, out, g.block_off[l - 1] + u * k * k, k);
     }
   }
 };
@@ -498,9 +503,7 @@ void fisher(const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, MatrixVi
     MatrixView<const T> yc = opt.estimator == Estimator::empirical ? y.rows_slice(s0, n) : y;
     run.chunk(s0, X.rows_slice(s0, n), yc);
   }
-  run.symmetrise();
-  const double inv = 1.0 / double(N);
-  for (std::int64_t i = 0; i < size; ++i) out[i] = T(acc[i] * inv);
+  run.emit(1.0 / double(N), out);
 }
 
 template <class T>

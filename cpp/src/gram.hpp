@@ -16,16 +16,17 @@ namespace fisherkit::detail {
 /// Add a chunk's contribution computed by BLAS in T into a float64 accumulator block
 /// (rows x cols, leading dimension ld_acc). For double the BLAS call writes straight into
 /// the accumulator (beta = 1); for float it writes a T scratch that is then added.
+/// `upper`: only the upper triangle is meaningful (a SYRK result), so only it is added.
 template <class T, class Call>
 void blas_accumulate(double* acc, std::int64_t rows, std::int64_t cols, std::int64_t ld_acc,
-                     std::vector<T>& tmp, Call&& call) {
+                     std::vector<T>& tmp, Call&& call, bool upper = false) {
   if constexpr (std::is_same_v<T, double>) {
     call(acc, ld_acc, T(1));
   } else {
     tmp.resize(static_cast<size_t>(rows * cols));
     call(tmp.data(), cols, T(0));
     for (std::int64_t i = 0; i < rows; ++i)
-      for (std::int64_t j = 0; j < cols; ++j) acc[i * ld_acc + j] += double(tmp[i * cols + j]);
+      for (std::int64_t j = upper ? i : 0; j < cols; ++j) acc[i * ld_acc + j] += double(tmp[i * cols + j]);
   }
 }
 
@@ -64,11 +65,11 @@ void accumulate_unit(double* blocks, const T* w, std::int64_t no, const T* B, st
     if (np_ > 0)
       blas_accumulate<T>(blk, k, k, k, tmp, [&](auto* dst, std::int64_t ldd, T beta) {
         blas::syrk_rows(k, np_, T(1), pos.data(), k, beta, dst, ldd);
-      });
+      }, true);
     if (nn_ > 0)
       blas_accumulate<T>(blk, k, k, k, tmp, [&](auto* dst, std::int64_t ldd, T beta) {
         blas::syrk_rows(k, nn_, T(-1), neg.data(), k, beta, dst, ldd);
-      });
+      }, true);
   }
 }
 
@@ -76,6 +77,26 @@ void accumulate_unit(double* blocks, const T* w, std::int64_t no, const T* B, st
 inline void symmetrise_block(double* b, std::int64_t m) {
   for (std::int64_t i = 0; i < m; ++i)
     for (std::int64_t j = 0; j < i; ++j) b[i * m + j] = b[j * m + i];
+}
+
+/// out[off + i m + j] = out[off + j m + i] = scale * acc[off + i m + j] for i <= j: the
+/// upper triangle of an m x m accumulator block, scaled, converted and mirrored, in 64 x 64
+/// tiles (a plain column-order mirror of a block larger than the cache was as slow as the
+/// SYRKs that filled it). acc may alias out's storage (T = double, unit stride).
+template <class T, class Out>
+void emit_symmetric_block(const double* acc, double scale, Out& out, std::int64_t off,
+                          std::int64_t m) {
+  constexpr std::int64_t TB = 64;
+  for (std::int64_t ib = 0; ib < m; ib += TB)
+    for (std::int64_t jb = ib; jb < m; jb += TB) {
+      const std::int64_t ie = ib + TB < m ? ib + TB : m, je = jb + TB < m ? jb + TB : m;
+      for (std::int64_t i = ib; i < ie; ++i)
+        for (std::int64_t j = (jb > i ? jb : i); j < je; ++j) {
+          const T v = T(acc[off + i * m + j] * scale);
+          out[off + i * m + j] = v;
+          out[off + j * m + i] = v;
+        }
+    }
 }
 
 }  // namespace fisherkit::detail

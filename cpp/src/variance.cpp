@@ -209,12 +209,15 @@ void variance_sum(const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, Mo
                                 n, k, run.pos, run.neg, run.tmp);
     }
   }
-  if (shape == Shape::unit)
-    for (std::int64_t l = 1; l <= L; ++l) {
-      const std::int64_t k = w[l - 1] + 1;
-      for (std::int64_t u = 0; u < w[l]; ++u) detail::symmetrise_block(acc.data() + block_off[l] + u * k * k, k);
-    }
-  for (std::int64_t i = 0; i < size; ++i) out[i] = T(acc[i]);
+  if (shape == Shape::diag) {
+    for (std::int64_t i = 0; i < size; ++i) out[i] = T(acc[i]);
+    return;
+  }
+  for (std::int64_t l = 1; l <= L; ++l) {
+    const std::int64_t k = w[l - 1] + 1;
+    for (std::int64_t u = 0; u < w[l]; ++u)
+      detail::emit_symmetric_block<T>(acc.data(), 1.0, out, block_off[l] + u * k * k, k);
+  }
 }
 
 #define FISHERKIT_INSTANTIATE_VARIANCE(T)                                                   \
