@@ -160,3 +160,14 @@ def test_cpp_unit_tests_pass_against_installed_package(toolchain: Toolchain, tmp
     assert "100% tests passed" in run.stdout
     # doctest_discover_tests registers one ctest entry per test case: make sure they ran.
     assert "No tests were found" not in run.stdout + run.stderr
+
+
+def test_cpp_example_builds_and_runs(toolchain: Toolchain, tmp_path: Path) -> None:
+    src = Path(__file__).resolve().parents[2] / "examples" / "cpp"
+    build = tmp_path / "example"
+    proc = toolchain.configure(src, build)
+    if proc.returncode != 0:
+        pytest.fail(_configure_failed(proc, "examples/cpp"))
+    toolchain.build(build)
+    run = subprocess.run([str(build / "fisher_example")], capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0 and "example ok" in run.stdout, run.stdout + run.stderr
