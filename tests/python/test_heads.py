@@ -15,11 +15,8 @@ def _h(head, C, rng):
     return h
 
 
-@pytest.mark.parametrize("head", HEADS)
-@pytest.mark.parametrize("C", [1, 2, 3])
+@pytest.mark.parametrize("head,C", [(h, c) for h in HEADS for c in (1, 2, 3) if not (h == "categorical" and c == 1)])
 def test_mean_covariance_and_sqrt_by_enumeration(head, C):
-    if head == "categorical" and C == 1:
-        pytest.skip("categorical needs C >= 2")
     rng = np.random.default_rng(0)
     H = _h(head, C, rng)
     sigma = 0.7
