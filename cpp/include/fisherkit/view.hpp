@@ -69,7 +69,8 @@ namespace detail {
 template <class V>
 void check_host(const V& v, const char* name) {
   FISHERKIT_CHECK(v.device == Device::host, "argument '", name,
-                  "' is a CUDA view; this entry point takes host memory (use the *_cuda variant)");
+                  "' is in GPU memory, but this computation runs on the host: the CUDA backend "
+                  "does not cover it yet (pass NumPy arrays; C++: the fisherkit::cuda entry points)");
 }
 template <class T>
 void check_rows_unit_stride(const MatrixView<T>& m, const char* name) {
