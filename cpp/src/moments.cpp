@@ -84,18 +84,26 @@ void head_contraction(const Head& head, HeadMoment which, MatrixView<const T> H,
   });
 }
 
+namespace {
+/// Validates backward columns G (N x C*n, entry (c, u) at column c*n + u); returns n.
+template <class T>
+std::int64_t backward_units(MatrixView<const T> G, std::int64_t N, std::int64_t C) {
+  detail::check_host(G, "G");
+  FISHERKIT_CHECK(G.rows == N, "argument 'G' must have ", N, " rows (one per row of H), got ",
+                  G.rows);
+  FISHERKIT_CHECK(G.cols % C == 0, "argument 'G' must have C*n columns (C = ", C,
+                  " outputs times n units, entry (c, u) at column c*n + u), got ", G.cols);
+  return G.cols / C;
+}
+}  // namespace
+
 template <class T>
 void head_unit_scalars(const Head& head, MatrixView<const T> H, MatrixView<const T> G,
                        MatrixView<const T> Tdiag, MatrixView<T> q, MatrixView<T> r,
                        MatrixView<T> w, MatrixView<T> c) {
   check_rows(head, H);
   const std::int64_t N = H.rows, C = H.cols;
-  detail::check_host(G, "G");
-  FISHERKIT_CHECK(G.rows == N, "argument 'G' must have ", N, " rows (one per row of H), got ",
-                  G.rows);
-  FISHERKIT_CHECK(G.cols % C == 0, "argument 'G' must have C*n columns (C = ", C,
-                  " outputs times n units, entry (c, u) at column c*n + u), got ", G.cols);
-  const std::int64_t nu = G.cols / C;
+  const std::int64_t nu = backward_units(G, N, C);
   const bool has_t = !is_empty(Tdiag.data);
   if (has_t) check_out_shape(Tdiag, N, C * nu, "Tdiag");
   check_out_shape(q, N, nu, "q");
@@ -132,12 +140,7 @@ void head_layer_block(const Head& head, MatrixView<const T> H, MatrixView<const 
                       MatrixView<const T> Tfull, MatrixView<T> U1, MatrixView<T> U2) {
   check_rows(head, H);
   const std::int64_t N = H.rows, C = H.cols;
-  detail::check_host(G, "G");
-  FISHERKIT_CHECK(G.rows == N, "argument 'G' must have ", N, " rows (one per row of H), got ",
-                  G.rows);
-  FISHERKIT_CHECK(G.cols % C == 0, "argument 'G' must have C*n columns (C = ", C,
-                  " outputs times n units, entry (c, u) at column c*n + u), got ", G.cols);
-  const std::int64_t nu = G.cols / C;
+  const std::int64_t nu = backward_units(G, N, C);
   const bool has_t = !is_empty(Tfull.data);
   if (has_t) check_out_shape(Tfull, N, C * nu * nu, "T");
   check_out_shape(U1, N, nu * nu, "U1");

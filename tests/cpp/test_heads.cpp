@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "fisherkit/fisherkit.hpp"
+#include "test_util.hpp"
 
 namespace fk = fisherkit;
 using fk::HeadKind;
@@ -129,25 +130,8 @@ void weighted_space(HeadKind k, double sigma, const std::vector<T>& h, std::int6
   }
 }
 
-/// Runs f and returns what() of the fisherkit::Error it throws ("" and a failed check if
-/// it throws nothing or something else).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const fk::Error& e) {
-    return e.what();
-  } catch (...) {
-    FAIL_CHECK("threw something other than fisherkit::Error");
-    return "";
-  }
-  FAIL_CHECK("did not throw");
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using fisherkit_test::contains;
+using fisherkit_test::error_of;
 
 }  // namespace
 

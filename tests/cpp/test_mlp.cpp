@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "fisherkit/fisherkit.hpp"
+#include "test_util.hpp"
 
 namespace fk = fisherkit;
 using fk::Activation;
@@ -144,23 +145,8 @@ std::vector<T> labels(HeadKind k, std::int64_t N, std::int64_t C, std::uint64_t 
   return y;
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const fk::Error& e) {
-    return e.what();
-  } catch (...) {
-    FAIL_CHECK("threw something other than fisherkit::Error");
-    return "";
-  }
-  FAIL_CHECK("did not throw");
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using fisherkit_test::contains;
+using fisherkit_test::error_of;
 
 double max_abs(const std::vector<double>& v) {
   double m = 0;
