@@ -113,6 +113,21 @@ Mlp<T> make_mlp(const py::sequence& weights, const py::sequence& biases,
 
 Head make_head(const std::string& name, double sigma);
 
+/// The test switch `_core._use_portable_passes(bool)`: host arrays then run through the
+/// portable passes (the CUDA backend's algorithms with the host executor) instead of the
+/// CPU engine, so the whole Python suite can check the GPU algorithms without a GPU.
+bool& portable_switch();
+
+/// Run one of three implementations by where X lives: dev(stream) for CUDA arrays (on the
+/// stream their __cuda_array_interface__ names, CuPy's current one), port() when the test
+/// switch is on, host() otherwise.
+template <class Host, class Port, class Dev>
+decltype(auto) route(const ArrayInfo& X, Host&& host, Port&& port, Dev&& dev) {
+  if (X.device == Device::cuda) return dev(reinterpret_cast<cuda::Stream>(X.stream));
+  if (portable_switch()) return port();
+  return host();
+}
+
 /// Element type of a view (MatrixView<const T> -> T).
 template <class View>
 using elem_t = std::remove_const_t<std::remove_pointer_t<decltype(View::data)>>;

@@ -14,7 +14,8 @@ void bind(py::module_& m) {
         auto oi = array_info(out, "out");
         ArrayInfo yi;
         if (!y.is_none()) yi = array_info(y, "y");
-        with_mlp(Ws, bs, acts, array_info(X, "X"), [&](const auto& mlp, auto x) {
+        const ArrayInfo xi = array_info(X, "X");
+        with_mlp(Ws, bs, acts, xi, [&](const auto& mlp, auto x) {
           using T = elem_t<decltype(x)>;
           MatrixView<const T> yy;
           if (!y.is_none()) yy = as_matrix<const T>(yi, "y");
@@ -28,7 +29,8 @@ void bind(py::module_& m) {
           opt.chunk = chunk;
           opt.index_offset = index_offset;
           py::gil_scoped_release nogil;
-          fisher(mlp, hd, x, yy, opt, o);
+          route(xi, [&] { fisher(mlp, hd, x, yy, opt, o); }, [&] { portable::fisher(mlp, hd, x, yy, opt, o); },
+                [&](cuda::Stream st) { cuda::fisher_cuda(mlp, hd, x, yy, opt, o, st); });
         });
       },
       py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"),

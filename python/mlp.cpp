@@ -12,10 +12,12 @@ void bind(py::module_& m) {
       [](py::sequence Ws, py::sequence bs, const Acts& acts, py::handle X, py::handle out,
          std::int64_t chunk) {
         auto oi = array_info(out, "out");
-        with_mlp(Ws, bs, acts, array_info(X, "X"), [&](const auto& mlp, auto x) {
+        const ArrayInfo xi = array_info(X, "X");
+        with_mlp(Ws, bs, acts, xi, [&](const auto& mlp, auto x) {
           auto o = as_matrix<elem_t<decltype(x)>>(oi, "out");
           py::gil_scoped_release nogil;
-          forward(mlp, x, o, chunk);
+          route(xi, [&] { forward(mlp, x, o, chunk); }, [&] { portable::forward(mlp, x, o, chunk); },
+                [&](cuda::Stream st) { cuda::forward_cuda(mlp, x, o, chunk, st); });
         });
       },
       py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("X"), py::arg("out"),
@@ -26,13 +28,16 @@ void bind(py::module_& m) {
       [](py::sequence Ws, py::sequence bs, const Acts& acts, const std::string& head, double sigma,
          py::handle X, py::handle y, py::handle out, std::int64_t chunk) {
         auto yi = array_info(y, "y"), oi = array_info(out, "out");
-        with_mlp(Ws, bs, acts, array_info(X, "X"), [&](const auto& mlp, auto x) {
+        const ArrayInfo xi = array_info(X, "X");
+        with_mlp(Ws, bs, acts, xi, [&](const auto& mlp, auto x) {
           using T = elem_t<decltype(x)>;
           auto yy = as_matrix<const T>(yi, "y");
           auto o = as_vector<T>(oi, "out");
           const Head hd = make_head(head, sigma);
           py::gil_scoped_release nogil;
-          log_likelihood(mlp, hd, x, yy, o, chunk);
+          route(xi, [&] { log_likelihood(mlp, hd, x, yy, o, chunk); },
+                [&] { portable::log_likelihood(mlp, hd, x, yy, o, chunk); },
+                [&](cuda::Stream st) { cuda::log_likelihood_cuda(mlp, hd, x, yy, o, chunk, st); });
         });
       },
       py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"),
@@ -43,13 +48,16 @@ void bind(py::module_& m) {
       [](py::sequence Ws, py::sequence bs, const Acts& acts, const std::string& head, double sigma,
          py::handle X, py::handle y, py::handle out, std::int64_t chunk) {
         auto yi = array_info(y, "y"), oi = array_info(out, "out");
-        with_mlp(Ws, bs, acts, array_info(X, "X"), [&](const auto& mlp, auto x) {
+        const ArrayInfo xi = array_info(X, "X");
+        with_mlp(Ws, bs, acts, xi, [&](const auto& mlp, auto x) {
           using T = elem_t<decltype(x)>;
           auto yy = as_matrix<const T>(yi, "y");
           auto o = as_matrix<T>(oi, "out");
           const Head hd = make_head(head, sigma);
           py::gil_scoped_release nogil;
-          per_sample_grads(mlp, hd, x, yy, o, chunk);
+          route(xi, [&] { per_sample_grads(mlp, hd, x, yy, o, chunk); },
+                [&] { portable::per_sample_grads(mlp, hd, x, yy, o, chunk); },
+                [&](cuda::Stream st) { cuda::per_sample_grads_cuda(mlp, hd, x, yy, o, chunk, st); });
         });
       },
       py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"),
@@ -60,13 +68,16 @@ void bind(py::module_& m) {
       [](py::sequence Ws, py::sequence bs, const Acts& acts, const std::string& head, double sigma,
          py::handle X, py::handle y, py::handle out, std::int64_t chunk) {
         auto yi = array_info(y, "y"), oi = array_info(out, "out");
-        return with_mlp(Ws, bs, acts, array_info(X, "X"), [&](const auto& mlp, auto x) {
+        const ArrayInfo xi = array_info(X, "X");
+        return with_mlp(Ws, bs, acts, xi, [&](const auto& mlp, auto x) {
           using T = elem_t<decltype(x)>;
           auto yy = as_matrix<const T>(yi, "y");
           auto o = as_vector<T>(oi, "out");
           const Head hd = make_head(head, sigma);
           py::gil_scoped_release nogil;
-          return nll_gradient(mlp, hd, x, yy, o, chunk);
+          return route(xi, [&] { return nll_gradient(mlp, hd, x, yy, o, chunk); },
+                       [&] { return portable::nll_gradient(mlp, hd, x, yy, o, chunk); },
+                       [&](cuda::Stream st) { return cuda::nll_gradient_cuda(mlp, hd, x, yy, o, chunk, st); });
         });
       },
       py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"),

@@ -6,6 +6,11 @@
 
 namespace fisherkit::py_bind {
 
+bool& portable_switch() {
+  static bool on = false;
+  return on;
+}
+
 std::vector<std::pair<int, Registrar>>& registry() {
   static std::vector<std::pair<int, Registrar>> r;
   return r;
@@ -92,6 +97,16 @@ PYBIND11_MODULE(_core, m) {
   m.def("cuda_compiled", &fk::cuda_compiled);
   m.def("cuda_device_count", &fk::cuda_device_count);
   m.def("set_num_threads", &fk::set_num_threads, py::arg("n"));
+  m.def(
+      "_use_portable_passes",
+      [](bool on) {
+        const bool was = fk::py_bind::portable_switch();
+        fk::py_bind::portable_switch() = on;
+        return was;
+      },
+      py::arg("on"),
+      "Test switch: run host arrays through the portable (CUDA-backend) passes with the host "
+      "executor. Returns the previous setting.");
   m.def("num_threads", &fk::num_threads);
   auto& reg = fk::py_bind::registry();
   std::stable_sort(reg.begin(), reg.end(),

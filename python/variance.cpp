@@ -12,13 +12,16 @@ void bind(py::module_& m) {
          const std::string& head, double sigma, py::handle X, const std::string& which,
          const std::string& shape, std::int64_t chunk, py::handle out) {
         auto oi = array_info(out, "out");
-        with_mlp(Ws, bs, acts, array_info(X, "X"), [&](const auto& mlp, auto x) {
+        const ArrayInfo xi = array_info(X, "X");
+        with_mlp(Ws, bs, acts, xi, [&](const auto& mlp, auto x) {
           auto o = as_vector<elem_t<decltype(x)>>(oi, "out");
           const Head hd = make_head(head, sigma);
           const Moment mo = parse_moment(which);
           const Shape sh = parse_shape(shape);
           py::gil_scoped_release nogil;
-          variance_sum(mlp, hd, x, mo, sh, o, chunk);
+          route(xi, [&] { variance_sum(mlp, hd, x, mo, sh, o, chunk); },
+                [&] { portable::variance_sum(mlp, hd, x, mo, sh, o, chunk); },
+                [&](cuda::Stream st) { cuda::variance_sum_cuda(mlp, hd, x, mo, sh, o, chunk, st); });
         });
       },
       py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"),

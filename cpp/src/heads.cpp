@@ -36,30 +36,37 @@ void check_head(const Head& head, std::int64_t C) {
     FISHERKIT_CHECK(C >= 2, "the categorical head needs at least 2 outputs (logits), got ", C);
 }
 
+void fail_label(const Head& head, const char* name, std::int64_t n, double first, std::int64_t C) {
+  switch (head.kind) {
+    case HeadKind::categorical:
+      detail::fail("argument '", name, "' row ", n, " is not a class index in [0, ", C, "): ", first);
+    case HeadKind::bernoulli:
+      detail::fail("argument '", name, "' row ", n, " has a value other than 0 or 1");
+    case HeadKind::poisson:
+      detail::fail("argument '", name, "' row ", n, " has a value that is not a count (integer >= 0)");
+    case HeadKind::gaussian:
+      break;
+  }
+  detail::fail("argument '", name, "' row ", n, " contains NaN or Inf");
+}
+
 template <class T>
-void check_labels(const Head& head, MatrixView<const T> y, std::int64_t N, std::int64_t C,
-                  const char* name) {
-  detail::check_host(y, name);
+void check_label_layout(const Head& head, MatrixView<const T> y, std::int64_t N, std::int64_t C,
+                        const char* name) {
   const std::int64_t cols = detail::head_label_cols(head.kind, C);
   FISHERKIT_CHECK(y.rows == N && y.cols == cols, "argument '", name, "' must have shape (", N, ", ",
                   cols, ") for the ", head_name(head.kind), " head, got (", y.rows, ", ", y.cols,
                   ")");
   FISHERKIT_CHECK(y.cols <= 1 || y.col_stride == 1, "argument '", name, "' must have unit column stride");
-  for (std::int64_t n = 0; n < N; ++n) {
-    if (!detail::head_label_valid(head.kind, y.row(n), C)) {
-      switch (head.kind) {
-        case HeadKind::categorical:
-          detail::fail("argument '", name, "' row ", n, " is not a class index in [0, ", C,
-                       "): ", y(n, 0));
-        case HeadKind::bernoulli:
-          detail::fail("argument '", name, "' row ", n, " has a value other than 0 or 1");
-        case HeadKind::poisson:
-          detail::fail("argument '", name, "' row ", n, " has a value that is not a count (integer >= 0)");
-        case HeadKind::gaussian:
-          detail::fail("argument '", name, "' row ", n, " contains NaN or Inf");
-      }
-    }
-  }
+}
+
+template <class T>
+void check_labels(const Head& head, MatrixView<const T> y, std::int64_t N, std::int64_t C,
+                  const char* name) {
+  detail::check_host(y, name);
+  check_label_layout(head, y, N, C, name);
+  for (std::int64_t n = 0; n < N; ++n)
+    if (!detail::head_label_valid(head.kind, y.row(n), C)) fail_label(head, name, n, double(y(n, 0)), C);
 }
 
 namespace {
@@ -132,6 +139,8 @@ void head_sample(const Head& head, MatrixView<const T> H, std::uint64_t seed, st
 }
 
 #define FISHERKIT_INSTANTIATE_HEADS(T)                                                        \
+  template void check_label_layout<T>(const Head&, MatrixView<const T>, std::int64_t,          \
+                                      std::int64_t, const char*);                              \
   template void check_labels<T>(const Head&, MatrixView<const T>, std::int64_t, std::int64_t,  \
                                 const char*);                                                 \
   template void head_log_likelihood<T>(const Head&, MatrixView<const T>, MatrixView<const T>,  \

@@ -42,13 +42,16 @@ Mlp<T>::Mlp(std::vector<Layer<T>> layers, std::vector<Activation> activations)
                   layers_.size() - 1, " entries (one per hidden layer), got ", activations_.size());
   widths_.push_back(layers_[0].weight.cols);
   offsets_.push_back(0);
+  device_ = layers_[0].weight.device;
   for (size_t l = 0; l < layers_.size(); ++l) {
     const auto& W = layers_[l].weight;
     const auto& b = layers_[l].bias;
     const std::string wn = "layers[" + std::to_string(l) + "].weight";
     const std::string bn = "layers[" + std::to_string(l) + "].bias";
-    detail::check_host(W, wn.c_str());
-    detail::check_host(b, bn.c_str());
+    FISHERKIT_CHECK(W.device == device_ && b.device == device_, "arguments 'layers[0].weight' and '",
+                    W.device != device_ ? wn : bn, "' live on different devices (",
+                    device_ == Device::cuda ? "GPU" : "host", " and ",
+                    device_ == Device::cuda ? "host" : "GPU", "); an MLP's weights must all be on one");
     FISHERKIT_CHECK(W.rows > 0 && W.cols > 0, "argument '", wn, "' must be non-empty, got shape (",
                     W.rows, ", ", W.cols, ")");
     FISHERKIT_CHECK(W.col_stride == 1 || W.cols == 1, "argument '", wn,
@@ -65,6 +68,7 @@ Mlp<T>::Mlp(std::vector<Layer<T>> layers, std::vector<Activation> activations)
 
 template <class T>
 void Mlp<T>::check_finite() const {
+  detail::check_host(layers_[0].weight, "layers[0].weight");
   for (size_t l = 0; l < layers_.size(); ++l) {
     const auto& W = layers_[l].weight;
     for (std::int64_t i = 0; i < W.rows; ++i)

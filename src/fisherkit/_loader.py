@@ -44,4 +44,26 @@ def default_threads() -> int:
 
 _core.set_num_threads(default_threads())
 
+
+def _find_cublas() -> None:
+    """Point the core's run-time cuBLAS loader at a wheel's libcublas (nvidia-cublas-cu12:
+    nvidia/cublas/lib; CUDA 13 wheels: nvidia/cu13/lib), unless FISHERKIT_CUBLAS is set.
+    Without one, the core tries libcublas.so.13/.12 by soname (a copy CuPy already loaded,
+    or the system's)."""
+    if os.environ.get("FISHERKIT_CUBLAS") or not _core.cuda_compiled():
+        return
+    import glob
+    import sys
+
+    for base in sys.path:
+        for pattern in ("nvidia/cu13/lib/libcublas.so.13*", "nvidia/cublas/lib/libcublas.so.13*",
+                        "nvidia/cublas/lib/libcublas.so.12*"):
+            hits = sorted(glob.glob(os.path.join(base or ".", pattern)))
+            if hits:
+                os.environ["FISHERKIT_CUBLAS"] = hits[0]
+                return
+
+
+_find_cublas()
+
 __all__ = ["_core", "default_threads"]

@@ -205,6 +205,29 @@ class MLP:
         return MLP([(W.copy(), b.copy()) for W, b in self.layers], list(self._activations),
                    self._head, sigma=self._sigma, dtype=self._dtype)
 
+    def to(self, device: str) -> "MLP":
+        """A copy of the model with its parameters on `device`: ``"cuda"`` (CuPy arrays, on
+        CuPy's current device; every call then runs on the GPU and takes CuPy inputs) or
+        ``"cpu"`` (NumPy arrays)."""
+        if device in ("cuda", "gpu"):
+            try:
+                import cupy
+            except ImportError:
+                raise RuntimeError("MLP.to('cuda') needs CuPy: pip install 'fisherkit[cuda12]' "
+                                   "(or [cuda13])") from None
+            move: Any = cupy.asarray
+        elif device in ("cpu", "host"):
+            move = _host
+        else:
+            raise ValueError(f"argument 'device' must be 'cpu' or 'cuda', got {device!r}")
+        return MLP([(move(W), move(b)) for W, b in self.layers], list(self._activations),
+                   self._head, sigma=self._sigma, dtype=self._dtype)
+
+    @property
+    def device(self) -> str:
+        """``"cuda"`` when the parameters are CuPy arrays, else ``"cpu"``."""
+        return "cpu" if self._xp is np else "cuda"
+
     # ------------------------------------------------------------------ structure
     @property
     def layers(self) -> list[tuple[Any, Any]]:

@@ -25,6 +25,13 @@ void check_head(const Head& head, std::int64_t C);
 template <class T>
 void check_labels(const Head& head, MatrixView<const T> y, std::int64_t N, std::int64_t C,
                   const char* name = "y");
+/// The shape and layout part of check_labels (any device; values are not read).
+template <class T>
+void check_label_layout(const Head& head, MatrixView<const T> y, std::int64_t N, std::int64_t C,
+                        const char* name = "y");
+/// Throws the error check_labels gives for row n of `name` (first: its first value).
+[[noreturn]] void fail_label(const Head& head, const char* name, std::int64_t n, double first,
+                             std::int64_t C);
 
 /// out[n] = log p(y_n | h_n).
 template <class T>

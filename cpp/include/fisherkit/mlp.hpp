@@ -49,7 +49,10 @@ class Mlp {
   const Layer<T>& layer(std::int64_t l) const { return layers_[l - 1]; }
   /// Activation after layer l (l = 1..L-1).
   Activation activation(std::int64_t l) const { return activations_[l - 1]; }
-  /// Throws Error naming layers[l].weight / .bias when a value is NaN or Inf.
+  /// Where the weights live: every layer's views carry the same device (checked).
+  Device device() const { return device_; }
+  /// Throws Error naming layers[l].weight / .bias when a value is NaN or Inf (host weights;
+  /// the CUDA entry points check device weights with a kernel).
   void check_finite() const;
 
  private:
@@ -57,6 +60,7 @@ class Mlp {
   std::vector<Activation> activations_;
   std::vector<std::int64_t> widths_;
   std::vector<std::int64_t> offsets_;
+  Device device_ = Device::host;
 };
 
 /// Outputs h (N x C) for inputs X (N x n_0). Cost: one GEMM per layer.
