@@ -141,3 +141,7 @@ const char* cublas_library() {
 }
 
 }  // namespace fisherkit::cuda::detail
+
+namespace fisherkit {
+std::string cublas_library() { return cuda::detail::cublas_library(); }
+}  // namespace fisherkit

@@ -96,6 +96,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("openmp_enabled", &fk::openmp_enabled);
   m.def("cuda_compiled", &fk::cuda_compiled);
   m.def("cuda_device_count", &fk::cuda_device_count);
+  m.def("cublas_library", &fk::cublas_library);
   m.def("set_num_threads", &fk::set_num_threads, py::arg("n"));
   m.def(
       "_use_portable_passes",

@@ -7,6 +7,7 @@ namespace fisherkit {
 
 bool cuda_compiled() { return false; }
 int cuda_device_count() { return 0; }
+std::string cublas_library() { return ""; }
 
 namespace cuda {
 namespace {

@@ -4,8 +4,10 @@ fisherkit's compiled core (private; use the fisherkit package)
 from __future__ import annotations
 import collections.abc
 import typing
-__all__: list[str] = ['blas_name', 'cuda_compiled', 'cuda_device_count', 'dpr2_inverse', 'dpr2_solve', 'fisher', 'fisher_vector_product', 'forward', 'head_covariance', 'head_fourth_moment', 'head_layer_block', 'head_log_likelihood', 'head_mean', 'head_quadratic', 'head_sample', 'head_spectral_constants', 'head_third_cumulant', 'head_unit_scalars', 'jvp', 'log_likelihood', 'nll_gradient', 'num_threads', 'openmp_enabled', 'output_hessians', 'output_jacobian', 'per_sample_grads', 'rank1_solve', 'rankb_solve', 'set_num_threads', 'unit_row_combine', 'unit_row_reductions', 'variance_sum', 'version']
+__all__: list[str] = ['blas_name', 'cublas_library', 'cuda_compiled', 'cuda_device_count', 'dpr2_inverse', 'dpr2_solve', 'fisher', 'fisher_vector_product', 'forward', 'head_covariance', 'head_fourth_moment', 'head_layer_block', 'head_log_likelihood', 'head_mean', 'head_quadratic', 'head_sample', 'head_spectral_constants', 'head_third_cumulant', 'head_unit_scalars', 'jvp', 'log_likelihood', 'nll_gradient', 'num_threads', 'openmp_enabled', 'output_hessians', 'output_jacobian', 'per_sample_grads', 'rank1_solve', 'rankb_solve', 'set_num_threads', 'unit_row_combine', 'unit_row_reductions', 'variance_sum', 'version']
 def blas_name() -> str:
+    ...
+def cublas_library() -> str:
     ...
 def cuda_compiled() -> bool:
     ...

@@ -1,6 +1,7 @@
 """Build facts and process-level settings."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ def info() -> dict[str, Any]:
         "cuda_compiled": _core.cuda_compiled(),
         "gpu_visible": _gpu_visible(),
         "cuda_devices": _core.cuda_device_count(),
+        # cuBLAS is loaded on the first GPU GEMM: its path then, else where it will be looked for
+        "cublas": _core.cublas_library() or os.environ.get("FISHERKIT_CUBLAS", "libcublas.so.13/.12 by soname"),
         "cupy": cupy_version,
         "cmake_dir": cmake_dir(),
     }

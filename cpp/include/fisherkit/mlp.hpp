@@ -116,5 +116,8 @@ bool openmp_enabled();
 bool cuda_compiled();
 /// Number of visible CUDA devices (0 when built without CUDA or when no driver/device).
 int cuda_device_count();
+/// Where cuBLAS was loaded from for the GPU path ("" before the first GPU GEMM, or when it
+/// could not be found, or without CUDA).
+std::string cublas_library();
 
 }  // namespace fisherkit
