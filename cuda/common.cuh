@@ -10,8 +10,11 @@
 namespace fisherkit::cuda::detail {
 
 inline void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
-    throw Unavailable(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
+  if (e == cudaSuccess) return;
+  cudaGetLastError();  // do not leave the error recorded for the next, unrelated call
+  if (e == cudaErrorMemoryAllocation)
+    throw TooLarge(std::string("out of GPU memory in ") + what + "; pass a smaller chunk or free GPU memory");
+  throw Unavailable(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
 }
 
 template <class V>

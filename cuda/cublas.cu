@@ -18,6 +18,21 @@ namespace {
 using Handle = void*;
 using Status = int;
 constexpr int kOpN = 0, kOpT = 1;
+
+const char* status_name(Status st) {
+  switch (st) {
+    case 1: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case 3: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case 7: return "CUBLAS_STATUS_INVALID_VALUE";
+    case 8: return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case 11: return "CUBLAS_STATUS_MAPPING_ERROR";
+    case 13: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case 14: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case 15: return "CUBLAS_STATUS_NOT_SUPPORTED";
+  }
+  return "cuBLAS status (unknown)";
+}
+
 using CreateFn = Status (*)(Handle*);
 using SetStreamFn = Status (*)(Handle, cudaStream_t);
 using SgemmFn = Status (*)(Handle, int, int, int, int, int, const float*, const float*, int,
@@ -46,10 +61,13 @@ const Api& api() {
     g_tried = true;
     std::string tried;
     const char* env = std::getenv("FISHERKIT_CUBLAS");
-    const char* names[] = {env, "libcublas.so.13", "libcublas.so.12", "libcublas.so"};
+    // the cuBLAS of the CUDA major version fisherkit was built with first
+    const bool built_12 = CUDART_VERSION / 1000 == 12;
+    const char* names[] = {env, built_12 ? "libcublas.so.12" : "libcublas.so.13",
+                           built_12 ? "libcublas.so.13" : "libcublas.so.12", "libcublas.so"};
     for (const char* name : names) {
       if (!name || !*name) continue;
-      void* h = dlopen(name, RTLD_NOW | RTLD_GLOBAL);
+      void* h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
       if (!h) {
         tried += std::string("\n  ") + name + ": " + dlerror();
         continue;
@@ -88,11 +106,11 @@ Handle handle_for(cudaStream_t stream) {
   if (it == handles.end()) {
     Handle h = nullptr;
     const Status st = a.create(&h);
-    if (st != 0) throw Unavailable("cublasCreate failed with status " + std::to_string(st));
+    if (st != 0) throw Unavailable(std::string("cublasCreate failed: ") + status_name(st));
     it = handles.emplace(dev, h).first;
   }
   const Status st = a.set_stream(it->second, stream);
-  if (st != 0) throw Unavailable("cublasSetStream failed with status " + std::to_string(st));
+  if (st != 0) throw Unavailable(std::string("cublasSetStream failed: ") + status_name(st));
   return it->second;
 }
 
@@ -117,7 +135,11 @@ void gemm_impl(Fn fn, cudaStream_t stream, bool ta, bool tb, std::int64_t m, std
   const Status st = fn(h, tb ? kOpT : kOpN, ta ? kOpT : kOpN, to_int(n, "n"), to_int(m, "m"),
                        to_int(k, "k"), &alpha, B, to_int(ldb, "ldb"), sB, A, to_int(lda, "lda"), sA,
                        &beta, C, to_int(ldc, "ldc"), sC, to_int(batch, "batch"));
-  if (st != 0) throw Unavailable("cuBLAS GEMM failed with status " + std::to_string(st));
+  if (st != 0)
+    throw Unavailable(std::string("cuBLAS GEMM failed: ") + status_name(st) + " (m=" + std::to_string(m) +
+                      ", n=" + std::to_string(n) + ", k=" + std::to_string(k) + ", lda=" + std::to_string(lda) +
+                      ", ldb=" + std::to_string(ldb) + ", ldc=" + std::to_string(ldc) + ", batch=" +
+                      std::to_string(batch) + ")");
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <utility>
 
 #include "common.cuh"
@@ -38,12 +39,41 @@ struct CudaExec {
   /// Called by the passes once the arguments' devices, shapes and layouts are checked (so
   /// that those errors come first), before any work on the device.
   void start() const {
+    cudaGetLastError();  // an error recorded by someone else's earlier call is not ours
     int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    const cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
       cudaGetLastError();
-      throw Unavailable("no CUDA device is visible (fisherkit was built with CUDA, but the driver "
-                        "reports no GPU); pass NumPy arrays for the CPU path");
+      int driver = 0;
+      cudaDriverGetVersion(&driver);  // 0: no driver installed at all
+      cudaGetLastError();
+      if (e == cudaErrorInsufficientDriver && driver > 0)
+        throw Unavailable(std::string("the NVIDIA driver is older than the CUDA runtime fisherkit was "
+                                      "built with (CUDA ") + std::to_string(CUDART_VERSION / 1000) + "." +
+                          std::to_string(CUDART_VERSION % 1000 / 10) + "); update the driver or build "
+                          "fisherkit with an older CUDA toolkit");
+      throw Unavailable(std::string("no CUDA device is visible (fisherkit was built with CUDA; the "
+                                    "runtime says: ") + (driver == 0 ? "no NVIDIA driver is installed" : cudaGetErrorString(e == cudaSuccess ? cudaErrorNoDevice : e)) +
+                        "); pass NumPy arrays for the CPU path");
     }
+  }
+
+  /// Memory at p (argument `name`) must be on the current device: kernels, allocations and
+  /// cuBLAS all run there.
+  void check_device_of(const void* p, const char* name) const {
+    if (!p) return;
+    cudaPointerAttributes attr{};
+    const cudaError_t e = cudaPointerGetAttributes(&attr, p);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return;  // not a pointer the runtime knows; the kernels will report it
+    }
+    int cur = 0;
+    check_cuda(cudaGetDevice(&cur), "cudaGetDevice");
+    FISHERKIT_CHECK(attr.type == cudaMemoryTypeManaged || attr.type == cudaMemoryTypeHost ||
+                        attr.device == cur,
+                    "argument '", name, "' is on GPU ", attr.device, " but the current device is GPU ", cur,
+                    "; call fisherkit under `with cupy.cuda.Device(", attr.device, "):`");
   }
 
   /// Growable device workspace (stream-ordered allocations; resize keeps no values).
@@ -60,7 +90,7 @@ struct CudaExec {
     }
     Buf(const Buf&) = delete;
     ~Buf() {
-      if (p_) cudaFreeAsync(p_, stream_);
+      if (p_ && cudaFreeAsync(p_, stream_) != cudaSuccess) cudaGetLastError();
     }
     void resize(std::int64_t n) {
       if (n <= cap_) return;
@@ -68,7 +98,7 @@ struct CudaExec {
       p_ = nullptr;
       cap_ = 0;
       check_cuda(cudaMallocAsync(reinterpret_cast<void**>(&p_), static_cast<size_t>(n) * sizeof(T), stream_),
-                 "cudaMallocAsync (out of GPU memory? pass a smaller chunk)");
+                 "cudaMallocAsync");
       cap_ = n;
     }
     T* data() { return p_; }
@@ -101,7 +131,7 @@ struct CudaExec {
     Buf<unsigned long long> flag(*this);
     flag.resize(1);
     const unsigned long long none = ~0ull;
-    check_cuda(cudaMemcpyAsync(flag.data(), &none, sizeof(none), cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
+    check_cuda(cudaMemsetAsync(flag.data(), 0xFF, sizeof(none), stream), "cudaMemsetAsync");
     first_if_kernel<<<grid(n), kThreads, 0, stream>>>(n, pred, flag.data());
     check_cuda(cudaGetLastError(), "a fisherkit check kernel");
     unsigned long long first = none;

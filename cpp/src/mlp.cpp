@@ -60,6 +60,8 @@ Mlp<T>::Mlp(std::vector<Layer<T>> layers, std::vector<Activation> activations)
                     " columns but the previous layer has ", widths_.back(), " outputs");
     FISHERKIT_CHECK(b.size == W.rows, "argument '", bn, "' must have ", W.rows,
                     " entries (rows of ", wn, "), got ", b.size);
+    FISHERKIT_CHECK(W.rows == 1 || W.row_stride >= W.cols, "argument '", wn,
+                    "' has overlapping rows (row_stride=", W.row_stride, " < cols=", W.cols, ")");
     if (W.rows == 1) layers_[l].weight.row_stride = W.cols;  // any stride is valid for one row
     widths_.push_back(W.rows);
     offsets_.push_back(offsets_.back() + W.rows * W.cols + W.rows);

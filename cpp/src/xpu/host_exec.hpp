@@ -38,6 +38,7 @@ struct HostExec {
   /// Called by the passes after the layout checks, before any work (the CUDA executor
   /// checks that a device is visible here).
   void start() const {}
+  void check_device_of(const void*, const char*) const {}
 
   /// f(i) for i in [0, n).
   template <class F>

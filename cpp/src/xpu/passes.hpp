@@ -72,6 +72,8 @@ template <class X, class T>
 void check_values(X& x, const Mlp<T>& mlp, MatrixView<const T> Xm, const Head* labels_of = nullptr,
                   MatrixView<const T> y = {}) {
   x.start();
+  x.check_device_of(Xm.data, "X");
+  x.check_device_of(mlp.layer(1).weight.data, "layers[0].weight");
   check_finite(x, Xm, "X");
   for (i64 l = 1; l <= mlp.n_layers(); ++l) {
     const auto& W = mlp.layer(l).weight;
