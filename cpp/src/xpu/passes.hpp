@@ -312,6 +312,17 @@ double* zeroed(X& x, Buf<X, double>& acc, i64 size) {
 
 // ------------------------------------------------------------------ MLP passes
 
+/// The layout checks of a pass over labelled data: X with the weights, the head, y, out.
+template <class X, class T, class Out>
+void check_labelled(const Mlp<T>& mlp, const Head& head, MatrixView<const T> Xm, MatrixView<const T> y,
+                    const Out& out) {
+  check_layout<X>(mlp, Xm, "X");
+  check_head(head, mlp.output_dim());
+  check_label_layout<X>(head, y, Xm.rows, mlp.output_dim(), "y");
+  check_out<X>(out, "out");
+}
+
+
 template <class X, class T>
 void forward_pass(X& x, const Mlp<T>& mlp, MatrixView<const T> Xm, MatrixView<T> out, i64 chunk) {
   check_layout<X>(mlp, Xm, "X");
@@ -332,10 +343,7 @@ void forward_pass(X& x, const Mlp<T>& mlp, MatrixView<const T> Xm, MatrixView<T>
 template <class X, class T>
 void log_likelihood_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> Xm,
                          MatrixView<const T> y, VectorView<T> out, i64 chunk) {
-  check_layout<X>(mlp, Xm, "X");
-  check_head(head, mlp.output_dim());
-  check_label_layout<X>(head, y, Xm.rows, mlp.output_dim(), "y");
-  check_out<X>(out, "out");
+  check_labelled<X>(mlp, head, Xm, y, out);
   FISHERKIT_CHECK(out.size == Xm.rows, "argument 'out' must have ", Xm.rows, " entries, got ", out.size);
   const i64 N = Xm.rows, C = mlp.output_dim(), L = mlp.n_layers();
   chunk = pick_chunk(chunk, N, static_cast<i64>(sizeof(T)) * 3 * sum_widths(mlp));
@@ -376,10 +384,7 @@ void residuals(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> Xc
 template <class X, class T>
 void per_sample_grads_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> Xm,
                            MatrixView<const T> y, MatrixView<T> out, i64 chunk) {
-  check_layout<X>(mlp, Xm, "X");
-  check_head(head, mlp.output_dim());
-  check_label_layout<X>(head, y, Xm.rows, mlp.output_dim(), "y");
-  check_out<X>(out, "out");
+  check_labelled<X>(mlp, head, Xm, y, out);
   detail::check_shape(out, Xm.rows, mlp.n_params(), "out");
   const i64 N = Xm.rows, L = mlp.n_layers();
   chunk = pick_chunk(chunk, N, static_cast<i64>(sizeof(T)) * (3 * sum_widths(mlp) + 2 * max_width(mlp)));
@@ -408,10 +413,7 @@ void per_sample_grads_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView
 template <class X, class T>
 double nll_gradient_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> Xm,
                          MatrixView<const T> y, VectorView<T> out, i64 chunk) {
-  check_layout<X>(mlp, Xm, "X");
-  check_head(head, mlp.output_dim());
-  check_label_layout<X>(head, y, Xm.rows, mlp.output_dim(), "y");
-  check_out<X>(out, "out");
+  check_labelled<X>(mlp, head, Xm, y, out);
   const i64 P = mlp.n_params(), N = Xm.rows, L = mlp.n_layers();
   FISHERKIT_CHECK(out.size == P, "argument 'out' must have ", P, " entries (the MLP's parameters), got ", out.size);
   chunk = pick_chunk(chunk, N, static_cast<i64>(sizeof(T)) * (3 * sum_widths(mlp) + 2 * max_width(mlp)));
