@@ -3,6 +3,7 @@
     python benchmarks/bench_natgrad.py                 # both parts, about 3-5 minutes on 2 cores
     python benchmarks/bench_natgrad.py --part kernels  # (a) only
     python benchmarks/bench_natgrad.py --part training --epochs 20
+    python benchmarks/bench_natgrad.py --part step     # (c) only
 
 (a) Kernels, float64, in this process. For a layer of m = n units with fan-in n
     (1024 x 1024 and 4096 x 4096) the closed-form unit-wise natural gradient
@@ -18,6 +19,14 @@
     the full run reports epochs and wall time to reach a fixed training loss, the time per
     step and the final test accuracy. A plot (loss vs epoch and vs seconds) is saved to
     benchmarks/results/natgrad_training.png when matplotlib is installed.
+(c) One optimizer step, ``optim.NaturalGradient(...).step`` against ``optim.SGD(...).step`` on the
+    same batch: 784-256-256-10 tanh categorical MLP, batch 256, float64, one thread. Each
+    method is timed with its default estimator and once with ``curvature_every`` (the
+    statistics refreshed every k steps, the mean cost per step over k steps). The ``unit``
+    method is also reported against its own flop bound: per layer the cheaper of forming and
+    factoring the per-unit blocks (2 N (n+1)^2 + (n+1)^3 / 3 per unit) and the sample-space
+    solve (one N x N Gram of the inputs, then N^3 / 3 per unit), at the GEMM rate measured
+    in this process.
 """
 from __future__ import annotations
 
@@ -34,7 +43,7 @@ from typing import Any, Callable
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import best_of  # noqa: E402
+from _common import best_of, measure_gemm_rate  # noqa: E402
 
 import fisherkit as fk  # noqa: E402
 from fisherkit import datasets, linalg, natgrad, optim  # noqa: E402
@@ -102,6 +111,47 @@ def kernels(repeat: int) -> None:
           f"form+factor+solve {t_exact:.2f} s, factor+solve only {t_fact:.2f} s; closed form (tanh) "
           f"{closed_1024 * 1e3:.2f} ms -> {t_exact / closed_1024:,.0f}x faster ({t_fact / closed_1024:,.0f}x vs "
           "factor+solve only)")
+
+
+# ----------------------------------------------------------------------------- (c) one step
+STEP_METHODS = ["unit-meanfield", "unit-correlated", "unit", "quasi-diagonal", "diag"]
+
+
+def step(repeat: int, every: int) -> None:
+    sizes, batch = [784, 256, 256, 10], 256
+    print(f"\n== (c) one optimizer step: {'-'.join(map(str, sizes))} tanh categorical, batch {batch}, float64 ==")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((batch, sizes[0]))
+    y = rng.integers(0, sizes[-1], batch)
+    rates = measure_gemm_rate(np.float64, 512)
+    gemm = 1e9 * max(r for r in (rates.get("fisherkit"), rates.get("numpy")) if r)
+
+    def timed(make: Callable[[fk.MLP], Any], steps: int) -> float:
+        model = fk.MLP.init(sizes, activation="tanh", seed=0)
+        opt = make(model)
+        opt.step(X, y)  # warm-up (allocations, first statistics)
+
+        def run() -> None:
+            for _ in range(steps):
+                opt.step(X, y)
+
+        return best_of(run, repeat).min / steps
+
+    t_sgd = timed(lambda m: optim.SGD(m, 1e-3), 1)
+    print(f"{'method':<17} {'estimator':<9} {'every':>5} {'ms/step':>9} {'x SGD':>7}")
+    print(f"{'SGD':<17} {'':<9} {'':>5} {t_sgd * 1e3:>9.2f} {1.0:>7.2f}")
+    for method in STEP_METHODS:
+        for k in sorted({1, every}):
+            t = timed(lambda m: optim.NaturalGradient(m, 1e-3, method=method, damping=1e-2, curvature_every=k), k)
+            print(f"{method:<17} {'exact':<9} {k:>5} {t * 1e3:>9.2f} {t / t_sgd:>7.2f}")
+    flops = 0.0
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        k = n_in + 1
+        blocks = n_out * (2 * batch * k * k + k ** 3 / 3 + 4 * k * k)  # form, Cholesky, two solves
+        sample = 2 * batch * batch * k + n_out * (batch ** 3 / 3 + 2 * batch * batch + 4 * batch * k)
+        flops += min(blocks, sample)  # the solver the method picks: unit blocks or the sample space
+    print(f"unit method flop bound (per layer the cheaper of unit blocks and the sample-space solve, at "
+          f"{gemm / 1e9:.1f} GFLOP/s): {flops / gemm * 1e3:.2f} ms")
 
 
 # ----------------------------------------------------------------------------- (b) training
@@ -225,7 +275,8 @@ def training(epochs: int, tune_epochs: int, batch: int, damping: float, target: 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=("all", "kernels", "training"), default="all")
+    ap.add_argument("--part", choices=("all", "kernels", "training", "step"), default="all")
+    ap.add_argument("--every", type=int, default=10, help="curvature_every for part (c)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--tune-epochs", type=int, default=2)
@@ -237,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fisherkit {fk.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs")
     if args.part in ("all", "kernels"):
         kernels(args.repeat)
+    if args.part in ("all", "step"):
+        step(args.repeat, args.every)
     if args.part in ("all", "training"):
         training(args.epochs, args.tune_epochs, args.batch, args.damping, args.target, args.methods.split(","))
     return 0
