@@ -8,6 +8,7 @@
 #include "common.cuh"
 #include "fisherkit/detail/dpr2.hpp"
 #include "fisherkit/dpr2.hpp"
+#include "passes/table.hpp"
 
 namespace fisherkit {
 namespace cuda {
@@ -133,15 +134,17 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
+}  // namespace cuda
+
 template <class T>
 void dpr2_solve_cuda(MatrixView<const T> d, MatrixView<const T> U, MatrixView<const T> S,
                      MatrixView<const T> rhs, std::int64_t k, double damping, MatrixView<T> out,
                      VectorView<int> status, Stream stream) {
-  detail::check_device(d, "d");
-  detail::check_device(U, "U");
-  detail::check_device(S, "S");
-  detail::check_device(rhs, "rhs");
-  detail::check_device(out, "out");
+  cuda::detail::check_device(d, "d");
+  cuda::detail::check_device(U, "U");
+  cuda::detail::check_device(S, "S");
+  cuda::detail::check_device(rhs, "rhs");
+  cuda::detail::check_device(out, "out");
   FISHERKIT_CHECK(d.cols >= 1, "argument 'd' must have at least one column (block size n >= 1)");
   FISHERKIT_CHECK(k >= 1, "argument 'k' (right-hand sides per block) must be >= 1, got ", k);
   FISHERKIT_CHECK(std::isfinite(damping) && damping >= 0.0,
@@ -156,25 +159,20 @@ void dpr2_solve_cuda(MatrixView<const T> d, MatrixView<const T> U, MatrixView<co
   fisherkit::detail::check_shape(out, B, n * k, "out");
   fisherkit::detail::check_rows_unit_stride(out, "out");
   if (status.size > 0) {
-    detail::check_device(status, "status");
+    cuda::detail::check_device(status, "status");
     FISHERKIT_CHECK(status.size == B, "argument 'status' must have ", B, " entries or none, got ",
                     status.size);
   }
   if (B == 0) return;
   FISHERKIT_CHECK(B <= 2147483647LL, "argument 'd' has too many blocks for one launch (", B, ")");
-  dpr2_kernel<T><<<static_cast<unsigned>(B), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+  cuda::dpr2_kernel<T><<<static_cast<unsigned>(B), cuda::kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
       d, U, S, rhs, k, damping, out, status);
-  detail::check_cuda(cudaGetLastError(), "dpr2_solve_cuda");
+  cuda::detail::check_cuda(cudaGetLastError(), "dpr2_solve_cuda");
 }
 
-template void dpr2_solve_cuda<float>(MatrixView<const float>, MatrixView<const float>,
-                                     MatrixView<const float>, MatrixView<const float>,
-                                     std::int64_t, double, MatrixView<float>, VectorView<int>,
-                                     Stream);
-template void dpr2_solve_cuda<double>(MatrixView<const double>, MatrixView<const double>,
-                                      MatrixView<const double>, MatrixView<const double>,
-                                      std::int64_t, double, MatrixView<double>, VectorView<int>,
-                                      Stream);
+#define FISHERKIT_DPR2_CUDA_INSTANTIATE(T_, R, name, params, args, dev) \
+  FISHERKIT_INSTANTIATE(T_, R, name, params, args, dev, _cuda)
+FISHERKIT_KERNEL_OPS(FISHERKIT_DPR2_CUDA_INSTANTIATE, float)
+FISHERKIT_KERNEL_OPS(FISHERKIT_DPR2_CUDA_INSTANTIATE, double)
 
-}  // namespace cuda
 }  // namespace fisherkit

@@ -1,17 +1,19 @@
-// The CUDA executor of the portable passes (cpp/src/xpu/passes.hpp): workspace from the
-// stream-ordered allocator, element loops as grid-stride kernels calling the passes'
-// __host__ __device__ lambdas, GEMMs in cuBLAS, all on one stream. Same members as the
-// host executor (cpp/src/xpu/host_exec.hpp).
+// The CUDA executor of the passes (cpp/src/passes): workspace from the stream-ordered
+// allocator, element loops as grid-stride kernels calling the passes' __host__ __device__
+// lambdas, GEMMs in cuBLAS, all on one stream. Same members as the host executor
+// (cpp/src/cpu/host_exec.hpp); its coarse primitives are kernels of this file and cuBLAS.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "common.cuh"
 #include "cublas.cuh"
+#include "fisherkit/detail/activations.hpp"
 #include "fisherkit/view.hpp"
 
 namespace fisherkit::cuda::detail {
@@ -29,9 +31,77 @@ __global__ void first_if_kernel(std::int64_t n, P pred, unsigned long long* firs
     if (pred(i)) atomicMin(first, static_cast<unsigned long long>(i));
 }
 
+template <class F>
+__global__ void for_2d_kernel(std::int64_t rows, std::int64_t cols, F f) {
+  const std::int64_t n = rows * cols, step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n; i += step)
+    f(i / cols, i % cols);
+}
+
+template <class T>
+__global__ void bias_activation_kernel(Activation act, T* z, const T* bias, std::int64_t bs, T* a, T* d1, T* d2,
+                                       std::int64_t n, std::int64_t no) {
+  const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n * no; i += step) {
+    const T zi = bias ? z[i] + bias[(i % no) * bs] : z[i];
+    z[i] = zi;
+    if (a) {
+      T fv, g1, g2;
+      fisherkit::detail::activation_eval(act, zi, &fv, &g1, &g2);
+      a[i] = fv;
+      if (d1) d1[i] = g1;
+      if (d2) d2[i] = g2;
+    }
+  }
+}
+
+/// wb[b, s, j] = w[s * ldw + u0 + b] * B[s, j]: the weighted copies of B of nb units.
+template <class T>
+__global__ void weighted_copies_kernel(T* wb, const T* w, std::int64_t ldw, std::int64_t u0, const T* B,
+                                       std::int64_t n, std::int64_t k, std::int64_t nb) {
+  const std::int64_t nk = n * k, step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < nb * nk; i += step) {
+    const std::int64_t b = i / nk, r = i % nk;
+    wb[i] = w[(r / k) * ldw + u0 + b] * B[r];
+  }
+}
+
+template <class T>
+__global__ void add_into_kernel(double* acc, const T* t, std::int64_t n) {
+  const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n; i += step)
+    acc[i] += double(t[i]);
+}
+
+/// Phase 1 of a symmetric emission: the upper triangle (i <= j) of each m x m block, scaled
+/// and converted (in place when acc is out's storage).
+template <class T>
+__global__ void emit_upper_kernel(const double* acc, double scale, VectorView<T> out, std::int64_t off,
+                                  std::int64_t m, std::int64_t count) {
+  const std::int64_t mm = m * m, step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < count * mm; i += step) {
+    const std::int64_t r = i % mm, a = r / m, b = r % m;
+    if (a <= b) out[off + i] = T(acc[off + i] * scale);
+  }
+}
+
+/// Phase 2: the lower triangle from the (already emitted) upper one.
+template <class T>
+__global__ void emit_lower_kernel(VectorView<T> out, std::int64_t off, std::int64_t m, std::int64_t count) {
+  const std::int64_t mm = m * m, step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < count * mm; i += step) {
+    const std::int64_t blk = i / mm, r = i % mm, a = r / m, b = r % m;
+    if (a > b) out[off + i] = out[off + blk * mm + b * m + a];
+  }
+}
+
 struct CudaExec {
   static constexpr Device device = Device::cuda;
   static constexpr unsigned kThreads = 256;
+  /// Per-chunk workspace budget (bytes) and the largest chunk (inputs): bigger than the
+  /// host's, a GPU needs tall matrices to be busy.
+  static constexpr std::int64_t chunk_budget = std::int64_t(256) << 20;
+  static constexpr std::int64_t chunk_cap = 65536;
   cudaStream_t stream;
 
   explicit CudaExec(void* s) : stream(static_cast<cudaStream_t>(s)) {}
@@ -125,6 +195,13 @@ struct CudaExec {
     check_cuda(cudaGetLastError(), "a fisherkit kernel launch");
   }
 
+  template <class F>
+  void for_2d(std::int64_t rows, std::int64_t cols, F f) {
+    if (rows <= 0 || cols <= 0) return;
+    for_2d_kernel<<<grid(rows * cols), kThreads, 0, stream>>>(rows, cols, f);
+    check_cuda(cudaGetLastError(), "a fisherkit kernel launch");
+  }
+
   template <class P>
   std::int64_t first_if(std::int64_t n, P pred) {
     if (n <= 0) return -1;
@@ -151,6 +228,61 @@ struct CudaExec {
                     const T* A, std::int64_t lda, std::int64_t sA, const T* B, std::int64_t ldb,
                     std::int64_t sB, T beta, T* C, std::int64_t ldc, std::int64_t sC, std::int64_t batch) {
     cublas_gemm(stream, ta, tb, m, n, k, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
+  }
+
+  /// Upper triangle of C = alpha A^T A + beta C (computed as a full GEMM: cuBLAS SYRK is
+  /// not loaded; the passes only read the upper triangle).
+  template <class T>
+  void syrk(std::int64_t n, std::int64_t k, T alpha, const T* A, std::int64_t lda, T beta, T* C, std::int64_t ldc) {
+    gemm(true, false, n, n, k, alpha, A, lda, A, lda, beta, C, ldc);
+  }
+
+  template <class T>
+  void bias_activation(Activation act, T* z, const T* bias, std::int64_t bs, T* a, T* d1, T* d2, std::int64_t n,
+                       std::int64_t no) {
+    if (n * no <= 0) return;
+    bias_activation_kernel<<<grid(n * no), kThreads, 0, stream>>>(act, z, bias, bs, a, d1, d2, n, no);
+    check_cuda(cudaGetLastError(), "a fisherkit kernel launch");
+  }
+
+  /// Unit blocks: acc + u k^2 += sum_s w[s, u] B_s B_s^T, as strided-batched GEMMs
+  /// B^T (w_u o B) over groups of units whose weighted copies fit in 256 MiB.
+  template <class T>
+  void unit_gram(double* acc, const T* w, std::int64_t ldw, std::int64_t no, const T* B, std::int64_t n,
+                 std::int64_t k) {
+    const std::int64_t per_unit = n * k * static_cast<std::int64_t>(sizeof(T));
+    const std::int64_t ub = std::max<std::int64_t>(1, std::min<std::int64_t>(no, (std::int64_t(256) << 20) / std::max<std::int64_t>(per_unit, 1)));
+    Buf<T> wb(*this), tmp(*this);
+    for (std::int64_t u0 = 0; u0 < no; u0 += ub) {
+      const std::int64_t nb = std::min(ub, no - u0);
+      wb.resize(nb * n * k);
+      weighted_copies_kernel<<<grid(nb * n * k), kThreads, 0, stream>>>(wb.data(), w, ldw, u0, B, n, k, nb);
+      check_cuda(cudaGetLastError(), "a fisherkit kernel launch");
+      double* dst = acc + u0 * k * k;
+      if constexpr (std::is_same_v<T, double>) {
+        gemm_batched(true, false, k, k, n, T(1), B, k, 0, static_cast<const T*>(wb.data()), k, n * k, T(1), dst, k,
+                     k * k, nb);
+      } else {
+        tmp.resize(nb * k * k);
+        gemm_batched(true, false, k, k, n, T(1), B, k, 0, static_cast<const T*>(wb.data()), k, n * k, T(0),
+                     tmp.data(), k, k * k, nb);
+        add_into_kernel<<<grid(nb * k * k), kThreads, 0, stream>>>(dst, static_cast<const T*>(tmp.data()), nb * k * k);
+        check_cuda(cudaGetLastError(), "a fisherkit kernel launch");
+      }
+    }
+  }
+
+  /// count symmetric m x m blocks mirrored from their upper triangles (two phases, so that
+  /// acc may be out's own storage).
+  template <class T>
+  void emit_symmetric(const double* acc, double scale, VectorView<T> out, std::int64_t off, std::int64_t m,
+                      std::int64_t count) {
+    const std::int64_t n = count * m * m;
+    if (n <= 0) return;
+    emit_upper_kernel<<<grid(n), kThreads, 0, stream>>>(acc, scale, out, off, m, count);
+    check_cuda(cudaGetLastError(), "a fisherkit kernel launch");
+    emit_lower_kernel<<<grid(n), kThreads, 0, stream>>>(out, off, m, count);
+    check_cuda(cudaGetLastError(), "a fisherkit kernel launch");
   }
 
   template <class T>

@@ -90,6 +90,8 @@ struct PyMlp {
   Mlp<T> mlp;
 };
 
+/// Layers of a Python model: weights[l] (n_out, n_in) and biases[l] ((n_out,) or None for a
+/// layer without bias).
 template <class T>
 Mlp<T> make_mlp(const py::sequence& weights, const py::sequence& biases,
                 const std::vector<std::string>& activations, std::vector<ArrayInfo>& keep) {
@@ -102,8 +104,11 @@ Mlp<T> make_mlp(const py::sequence& weights, const py::sequence& biases,
     const std::string bn = "layers[" + std::to_string(l) + "].bias";
     keep.push_back(array_info(weights[l], wn.c_str()));
     auto W = as_matrix<const T>(keep.back(), wn.c_str());
-    keep.push_back(array_info(biases[l], bn.c_str()));
-    auto b = as_vector<const T>(keep.back(), bn.c_str());
+    VectorView<const T> b{nullptr, 0, 1, W.device};
+    if (!py::object(biases[l]).is_none()) {
+      keep.push_back(array_info(biases[l], bn.c_str()));
+      b = as_vector<const T>(keep.back(), bn.c_str());
+    }
     layers.push_back(Layer<T>{W, b});
   }
   std::vector<Activation> acts;
@@ -113,19 +118,9 @@ Mlp<T> make_mlp(const py::sequence& weights, const py::sequence& biases,
 
 Head make_head(const std::string& name, double sigma);
 
-/// The test switch `_core._use_portable_passes(bool)`: host arrays then run through the
-/// portable passes (the CUDA backend's algorithms with the host executor) instead of the
-/// CPU engine, so the whole Python suite can check the GPU algorithms without a GPU.
-bool& portable_switch();
-
-/// Run one of three implementations by where X lives: dev(stream) for CUDA arrays (on the
-/// stream their __cuda_array_interface__ names, CuPy's current one), port() when the test
-/// switch is on, host() otherwise.
-template <class Host, class Port, class Dev>
-decltype(auto) route(const ArrayInfo& X, Host&& host, Port&& port, Dev&& dev) {
-  if (X.device == Device::cuda) return dev(reinterpret_cast<cuda::Stream>(X.stream));
-  if (portable_switch()) return port();
-  return host();
+/// The stream a CUDA array names (CuPy's current one); nullptr for host arrays.
+inline Stream stream_of(const ArrayInfo& a) {
+  return a.device == Device::cuda ? reinterpret_cast<Stream>(a.stream) : nullptr;
 }
 
 /// Element type of a view (MatrixView<const T> -> T).
@@ -144,5 +139,26 @@ decltype(auto) with_mlp(const py::sequence& weights, const py::sequence& biases,
     return f(mlp, as_matrix<const T>(X, "X"));
   });
 }
+
+/// The Monitor of a compiled call made from Python: about every 0.1 s it takes the GIL,
+/// runs pending signal handlers (Ctrl-C raises KeyboardInterrupt, and the call stops at its
+/// next checkpoint) and reports (done, total) to `progress` when one is given.
+class PyMonitor : public Monitor {
+ public:
+  explicit PyMonitor(py::object progress);
+  bool progress(std::int64_t done, std::int64_t total) override;
+
+ private:
+  py::object progress_;
+  double last_ = 0.0;
+};
+
+/// Installs a PyMonitor for the duration of one compiled call (create it with the GIL held,
+/// before releasing it).
+struct Supervised {
+  explicit Supervised(py::object progress = py::none()) : monitor(std::move(progress)), scope(&monitor) {}
+  PyMonitor monitor;
+  MonitorScope scope;
+};
 
 }  // namespace fisherkit::py_bind

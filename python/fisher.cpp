@@ -7,10 +7,10 @@ namespace {
 void bind(py::module_& m) {
   m.def(
       "fisher",
-      [](py::sequence Ws, py::sequence bs, const std::vector<std::string>& acts,
-         const std::string& head, double sigma, py::handle X, py::object y,
-         const std::string& estimator, const std::string& shape, std::int64_t samples,
-         std::uint64_t seed, std::int64_t chunk, std::int64_t index_offset, py::handle out) {
+      [](py::sequence Ws, py::sequence bs, const std::vector<std::string>& acts, const std::string& head,
+         double sigma, py::handle X, py::object y, const std::string& estimator, const std::string& shape,
+         std::int64_t samples, std::uint64_t seed, std::int64_t chunk, std::int64_t index_offset, py::handle out,
+         py::object progress) {
         auto oi = array_info(out, "out");
         ArrayInfo yi;
         if (!y.is_none()) yi = array_info(y, "y");
@@ -28,14 +28,30 @@ void bind(py::module_& m) {
           opt.seed = seed;
           opt.chunk = chunk;
           opt.index_offset = index_offset;
+          Supervised call(progress);
           py::gil_scoped_release nogil;
-          route(xi, [&] { fisher(mlp, hd, x, yy, opt, o); }, [&] { portable::fisher(mlp, hd, x, yy, opt, o); },
-                [&](cuda::Stream st) { cuda::fisher_cuda(mlp, hd, x, yy, opt, o, st); });
+          fisher(mlp, hd, x, yy, opt, o, stream_of(xi));
         });
       },
-      py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"),
-      py::arg("sigma"), py::arg("X"), py::arg("y"), py::arg("estimator"), py::arg("shape"),
-      py::arg("samples"), py::arg("seed"), py::arg("chunk"), py::arg("index_offset"), py::arg("out"));
+      py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"), py::arg("sigma"),
+      py::arg("X"), py::arg("y"), py::arg("estimator"), py::arg("shape"), py::arg("samples"), py::arg("seed"),
+      py::arg("chunk"), py::arg("index_offset"), py::arg("out"), py::arg("progress") = py::none());
+
+  m.def(
+      "output_hessians",
+      [](py::sequence Ws, py::sequence bs, const std::vector<std::string>& acts, py::handle X, py::handle out,
+         std::int64_t chunk, py::object progress) {
+        auto oi = array_info(out, "out");
+        const ArrayInfo xi = array_info(X, "X");
+        with_mlp(Ws, bs, acts, xi, [&](const auto& mlp, auto x) {
+          auto o = as_matrix<elem_t<decltype(x)>>(oi, "out");
+          Supervised call(progress);
+          py::gil_scoped_release nogil;
+          output_hessians(mlp, x, o, chunk, stream_of(xi));
+        });
+      },
+      py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("X"), py::arg("out"),
+      py::arg("chunk") = 0, py::arg("progress") = py::none());
 }
 
 Register reg(25, bind);

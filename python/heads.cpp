@@ -1,4 +1,5 @@
-// Bindings of the heads (cpp/include/fisherkit/heads.hpp, cuda.hpp).
+// Bindings of the heads (cpp/include/fisherkit/heads.hpp). Marshalling only; each call runs
+// where H lives.
 #include "common.hpp"
 
 namespace fisherkit::py_bind {
@@ -15,12 +16,8 @@ void bind(py::module_& m) {
           auto h = as_matrix<const T>(hi, "H");
           auto yy = as_matrix<const T>(yi, "y");
           auto o = as_vector<T>(oi, "out");
-          if (hi.device == Device::cuda) {
-            cuda::head_log_likelihood_cuda(hd, h, yy, o, reinterpret_cast<cuda::Stream>(hi.stream));
-            return;
-          }
           py::gil_scoped_release nogil;
-          head_log_likelihood(hd, h, yy, o);
+          head_log_likelihood(hd, h, yy, o, stream_of(hi));
         });
       },
       py::arg("head"), py::arg("sigma"), py::arg("H"), py::arg("y"), py::arg("out"));
@@ -34,12 +31,8 @@ void bind(py::module_& m) {
           auto hd = make_head(head, sigma);
           auto h = as_matrix<const T>(hi, "H");
           auto o = as_matrix<T>(oi, "out");
-          if (hi.device == Device::cuda) {
-            cuda::head_mean_cuda(hd, h, o, reinterpret_cast<cuda::Stream>(hi.stream));
-            return;
-          }
           py::gil_scoped_release nogil;
-          head_mean(hd, h, o);
+          head_mean(hd, h, o, stream_of(hi));
         });
       },
       py::arg("head"), py::arg("sigma"), py::arg("H"), py::arg("out"));
@@ -54,34 +47,27 @@ void bind(py::module_& m) {
           auto h = as_matrix<const T>(hi, "H");
           auto o = as_matrix<T>(oi, "out");
           py::gil_scoped_release nogil;
-          if (sqrt)
-            head_sqrt_covariance(hd, h, o);
-          else
-            head_covariance(hd, h, o);
+          head_covariance(hd, h, o, sqrt, stream_of(hi));
         });
       },
       py::arg("head"), py::arg("sigma"), py::arg("H"), py::arg("out"), py::arg("sqrt") = false);
 
   m.def(
       "head_sample",
-      [](const std::string& head, double sigma, py::handle H, std::uint64_t seed, std::int64_t S,
-         py::handle out, std::int64_t offset) {
+      [](const std::string& head, double sigma, py::handle H, std::uint64_t seed, std::int64_t S, py::handle out,
+         std::int64_t offset) {
         auto hi = array_info(H, "H"), oi = array_info(out, "out");
         dispatch(hi.dtype, "H", [&](auto t) {
           using T = decltype(t);
           auto hd = make_head(head, sigma);
           auto h = as_matrix<const T>(hi, "H");
           auto o = as_matrix<T>(oi, "out");
-          if (hi.device == Device::cuda) {
-            cuda::head_sample_cuda(hd, h, seed, S, o, offset, reinterpret_cast<cuda::Stream>(hi.stream));
-            return;
-          }
           py::gil_scoped_release nogil;
-          head_sample(hd, h, seed, S, o, offset);
+          head_sample(hd, h, seed, S, o, offset, stream_of(hi));
         });
       },
-      py::arg("head"), py::arg("sigma"), py::arg("H"), py::arg("seed"), py::arg("samples"),
-      py::arg("out"), py::arg("index_offset") = 0);
+      py::arg("head"), py::arg("sigma"), py::arg("H"), py::arg("seed"), py::arg("samples"), py::arg("out"),
+      py::arg("index_offset") = 0);
 }
 
 Register reg(20, bind);

@@ -8,9 +8,9 @@
 namespace fisherkit::py_bind {
 namespace {
 
-/// An int32 device vector from the status array that linalg.py allocated with CuPy.
+/// The optional int32 per-block status array (None: errors are raised instead).
 VectorView<int> status_view(py::handle status) {
-  if (status.is_none()) return VectorView<int>{nullptr, 0, 1, Device::cuda};
+  if (status.is_none()) return VectorView<int>{};
   auto a = array_info(status, "status");
   if (a.shape.size() != 1) throw py::value_error("argument 'status' must be 1-D");
   return VectorView<int>{static_cast<int*>(a.ptr), a.shape[0], a.strides[0], a.device};
@@ -30,13 +30,9 @@ void bind(py::module_& m) {
           auto sv = as_matrix<const T>(si, "S");
           auto rv = as_matrix<const T>(ri, "rhs");
           auto ov = as_matrix<T>(oi, "out");
-          if (di.device == Device::cuda) {
-            cuda::dpr2_solve_cuda(dv, uv, sv, rv, k, damping, ov, status_view(status),
-                                  reinterpret_cast<cuda::Stream>(di.stream));
-            return;
-          }
+          const VectorView<int> st = status_view(status);
           py::gil_scoped_release nogil;
-          dpr2_solve(dv, uv, sv, rv, k, damping, ov);
+          dpr2_solve(dv, uv, sv, rv, k, damping, ov, st, stream_of(di));
         });
       },
       py::arg("d"), py::arg("U"), py::arg("S"), py::arg("rhs"), py::arg("k"), py::arg("damping"),

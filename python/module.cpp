@@ -1,15 +1,11 @@
 // The extension module fisherkit._core: exception translation, build facts, and the
 // topic registrars (one translation unit per topic).
 #include <algorithm>
+#include <chrono>
 
 #include "common.hpp"
 
 namespace fisherkit::py_bind {
-
-bool& portable_switch() {
-  static bool on = false;
-  return on;
-}
 
 std::vector<std::pair<int, Registrar>>& registry() {
   static std::vector<std::pair<int, Registrar>> r;
@@ -67,6 +63,26 @@ ArrayInfo array_info(py::handle obj, const char* name) {
   return a;
 }
 
+PyMonitor::PyMonitor(py::object progress) : progress_(std::move(progress)) {}
+
+bool PyMonitor::progress(std::int64_t done, std::int64_t total) {
+  using clock = std::chrono::steady_clock;
+  const double now = std::chrono::duration<double>(clock::now().time_since_epoch()).count();
+  if (now - last_ < 0.1 && done < total) return true;
+  last_ = now;
+  py::gil_scoped_acquire gil;
+  if (PyErr_CheckSignals() != 0) return false;  // KeyboardInterrupt (or a handler's error) is set
+  if (!progress_.is_none()) {
+    try {
+      progress_(done, total);
+    } catch (py::error_already_set& e) {
+      e.restore();  // the callback's exception is what the call raises
+      return false;
+    }
+  }
+  return true;
+}
+
 Head make_head(const std::string& name, double sigma) {
   Head h;
   h.kind = parse_head(name);
@@ -88,6 +104,10 @@ PYBIND11_MODULE(_core, m) {
       PyErr_SetString(PyExc_MemoryError, e.what());
     } catch (const fk::Unavailable& e) {
       PyErr_SetString(PyExc_RuntimeError, e.what());
+    } catch (const fk::Interrupted& e) {
+      // the monitor stopped the call: the pending KeyboardInterrupt (or the progress
+      // callback's exception) is already set; raise it
+      if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyboardInterrupt, e.what());
     }
   });
   // fisherkit::Error derives from std::invalid_argument, which pybind11 maps to ValueError.
@@ -98,16 +118,6 @@ PYBIND11_MODULE(_core, m) {
   m.def("cuda_device_count", &fk::cuda_device_count);
   m.def("cublas_library", &fk::cublas_library);
   m.def("set_num_threads", &fk::set_num_threads, py::arg("n"));
-  m.def(
-      "_use_portable_passes",
-      [](bool on) {
-        const bool was = fk::py_bind::portable_switch();
-        fk::py_bind::portable_switch() = on;
-        return was;
-      },
-      py::arg("on"),
-      "Test switch: run host arrays through the portable (CUDA-backend) passes with the host "
-      "executor. Returns the previous setting.");
   m.def("num_threads", &fk::num_threads);
   auto& reg = fk::py_bind::registry();
   std::stable_sort(reg.begin(), reg.end(),

@@ -1,16 +1,30 @@
 // Bindings of the variance engine (cpp/include/fisherkit/variance.hpp) and of the
-// per-input output Hessians (accumulate.hpp). Marshalling only.
+// natural-gradient statistics (natgrad.hpp unit_statistics). Marshalling only.
 #include "common.hpp"
 
 namespace fisherkit::py_bind {
 namespace {
 
+/// Views of optional outputs: None gives an empty view (not computed).
+template <class T>
+MatrixView<T> opt_matrix(py::handle obj, const char* name, std::vector<ArrayInfo>& keep) {
+  if (obj.is_none()) return MatrixView<T>{};
+  keep.push_back(array_info(obj, name));
+  return as_matrix<T>(keep.back(), name);
+}
+template <class T>
+VectorView<T> opt_vector(py::handle obj, const char* name, std::vector<ArrayInfo>& keep) {
+  if (obj.is_none()) return VectorView<T>{};
+  keep.push_back(array_info(obj, name));
+  return as_vector<T>(keep.back(), name);
+}
+
 void bind(py::module_& m) {
   m.def(
       "variance_sum",
-      [](py::sequence Ws, py::sequence bs, const std::vector<std::string>& acts,
-         const std::string& head, double sigma, py::handle X, const std::string& which,
-         const std::string& shape, std::int64_t chunk, py::handle out) {
+      [](py::sequence Ws, py::sequence bs, const std::vector<std::string>& acts, const std::string& head, double sigma,
+         py::handle X, const std::string& which, const std::string& shape, std::int64_t chunk, py::handle out,
+         py::object progress) {
         auto oi = array_info(out, "out");
         const ArrayInfo xi = array_info(X, "X");
         with_mlp(Ws, bs, acts, xi, [&](const auto& mlp, auto x) {
@@ -18,29 +32,85 @@ void bind(py::module_& m) {
           const Head hd = make_head(head, sigma);
           const Moment mo = parse_moment(which);
           const Shape sh = parse_shape(shape);
+          Supervised call(progress);
           py::gil_scoped_release nogil;
-          route(xi, [&] { variance_sum(mlp, hd, x, mo, sh, o, chunk); },
-                [&] { portable::variance_sum(mlp, hd, x, mo, sh, o, chunk); },
-                [&](cuda::Stream st) { cuda::variance_sum_cuda(mlp, hd, x, mo, sh, o, chunk, st); });
+          variance_sum(mlp, hd, x, mo, sh, o, chunk, stream_of(xi));
         });
       },
-      py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"),
-      py::arg("sigma"), py::arg("X"), py::arg("which"), py::arg("shape"), py::arg("chunk"),
-      py::arg("out"));
+      py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"), py::arg("sigma"), py::arg("X"),
+      py::arg("which"), py::arg("shape"), py::arg("chunk"), py::arg("out"), py::arg("progress") = py::none());
 
   m.def(
-      "output_hessians",
-      [](py::sequence Ws, py::sequence bs, const std::vector<std::string>& acts, py::handle X,
-         py::handle out, std::int64_t chunk) {
+      "output_gram",
+      [](py::sequence Ws, py::sequence bs, const std::vector<std::string>& acts, py::handle X, py::handle out,
+         std::int64_t chunk) {
         auto oi = array_info(out, "out");
-        with_mlp(Ws, bs, acts, array_info(X, "X"), [&](const auto& mlp, auto x) {
+        const ArrayInfo xi = array_info(X, "X");
+        with_mlp(Ws, bs, acts, xi, [&](const auto& mlp, auto x) {
           auto o = as_matrix<elem_t<decltype(x)>>(oi, "out");
+          Supervised call;
           py::gil_scoped_release nogil;
-          output_hessians(mlp, x, o, chunk);
+          output_gram(mlp, x, o, chunk, stream_of(xi));
         });
       },
       py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("X"), py::arg("out"),
       py::arg("chunk") = 0);
+
+  m.def(
+      "unit_statistics",
+      [](py::sequence Ws, py::sequence bs, const std::vector<std::string>& acts, const std::string& head, double sigma,
+         py::handle X, py::object y, const std::string& metric, std::int64_t samples, std::uint64_t seed,
+         std::int64_t index_offset, std::int64_t chunk, py::list layers, py::object grad, py::object progress) {
+        const ArrayInfo xi = array_info(X, "X");
+        ArrayInfo yi;
+        if (!y.is_none()) yi = array_info(y, "y");
+        return with_mlp(Ws, bs, acts, xi, [&](const auto& mlp, auto x) {
+          using T = elem_t<decltype(x)>;
+          if (py::len(layers) != static_cast<size_t>(mlp.n_layers()))
+            throw py::value_error("argument 'layers' must have one dict of outputs per layer");
+          std::vector<ArrayInfo> keep;
+          std::vector<UnitStats<T>> stats(py::len(layers));
+          for (size_t l = 0; l < stats.size(); ++l) {
+            py::dict d = layers[l].cast<py::dict>();
+            auto get = [&](const char* key) -> py::object {
+              if (d.contains(key)) return py::reinterpret_borrow<py::object>(d[key]);
+              return py::none();
+            };
+            UnitStats<T>& st = stats[l];
+            st.inputs = opt_matrix<T>(get("inputs"), "inputs", keep);
+            st.g2 = opt_matrix<T>(get("g2"), "g2", keep);
+            st.b2 = opt_matrix<T>(get("b2"), "b2", keep);
+            st.rows = opt_matrix<T>(get("rows"), "rows", keep);
+            st.g2_sum = opt_vector<double>(get("g2_sum"), "g2_sum", keep);
+            st.b2_sum = opt_vector<double>(get("b2_sum"), "b2_sum", keep);
+            st.x_sum = opt_vector<double>(get("x_sum"), "x_sum", keep);
+            st.x_sq = opt_vector<double>(get("x_sq"), "x_sq", keep);
+            st.x_gram = opt_matrix<double>(get("x_gram"), "x_gram", keep);
+            st.qd1 = opt_matrix<double>(get("qd1"), "qd1", keep);
+            st.qd2 = opt_matrix<double>(get("qd2"), "qd2", keep);
+            st.blocks = opt_vector<double>(get("blocks"), "blocks", keep);
+          }
+          MatrixView<const T> yy;
+          if (!y.is_none()) yy = as_matrix<const T>(yi, "y");
+          VectorView<T> g = opt_vector<T>(grad, "grad", keep);
+          UnitStatsOptions opt;
+          opt.metric = parse_metric(metric);
+          opt.samples = samples;
+          opt.seed = seed;
+          opt.index_offset = index_offset;
+          opt.chunk = chunk;
+          const Head hd = make_head(head, sigma);
+          Supervised call(progress);
+          py::gil_scoped_release nogil;
+          return unit_statistics(mlp, hd, x, yy, opt, stats, g, stream_of(xi));
+        });
+      },
+      py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"), py::arg("sigma"), py::arg("X"),
+      py::arg("y"), py::arg("metric"), py::arg("samples"), py::arg("seed"), py::arg("index_offset"), py::arg("chunk"),
+      py::arg("layers"), py::arg("grad"), py::arg("progress") = py::none(),
+      "Per-layer unit statistics (natgrad.hpp): `layers` is one dict per layer of preallocated outputs "
+      "(keys inputs, g2, b2, rows of the model's dtype; g2_sum, b2_sum, x_sum, x_sq, x_gram, qd1, qd2, blocks in float64). "
+      "With `grad` (P values) also the mean-NLL gradient; returns the mean NLL (0 without grad).");
 }
 
 Register reg(35, bind);

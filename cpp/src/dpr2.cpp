@@ -2,6 +2,8 @@
 // detail/dpr2.hpp for the maths). One block per loop iteration, OpenMP over blocks.
 #include "fisherkit/dpr2.hpp"
 
+#include "passes/table.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -191,8 +193,8 @@ template <class T>
 }  // namespace
 
 template <class T>
-void dpr2_solve(MatrixView<const T> d, MatrixView<const T> U, MatrixView<const T> S,
-                MatrixView<const T> rhs, std::int64_t k, double damping, MatrixView<T> out) {
+void dpr2_solve_cpu(MatrixView<const T> d, MatrixView<const T> U, MatrixView<const T> S, MatrixView<const T> rhs,
+                    std::int64_t k, double damping, MatrixView<T> out, VectorView<int> status, Stream) {
   check_common(d, U, S, damping);
   detail::check_host(rhs, "rhs");
   detail::check_host(out, "out");
@@ -202,10 +204,22 @@ void dpr2_solve(MatrixView<const T> d, MatrixView<const T> U, MatrixView<const T
   detail::check_rows_unit_stride(rhs, "rhs");
   detail::check_shape(out, B, n * k, "out");
   detail::check_rows_unit_stride(out, "out");
+  const bool report = status.size > 0;
+  if (report) {
+    detail::check_host(status, "status");
+    FISHERKIT_CHECK(status.size == B, "argument 'status' must have ", B, " entries or none, got ", status.size);
+  }
   FirstFailure fail;
   detail::parallel_for(B, 6 * n * k, [&](std::int64_t b) {
     const int st = solve_block<T>(d.row(b), U.row(b), S, b, rhs.row(b), n, k, damping, out.row(b));
-    if (st != detail::dpr2_ok) fail.report(b, st);
+    if (report) {
+      // with a status array (as on the GPU) a failed block is reported there and filled with NaN
+      status[b] = st;
+      if (st != detail::dpr2_ok)
+        for (std::int64_t j = 0; j < n * k; ++j) out.row(b)[j] = std::numeric_limits<T>::quiet_NaN();
+    } else if (st != detail::dpr2_ok) {
+      fail.report(b, st);
+    }
   });
   const std::int64_t bad = fail.block.load();
   if (bad < B) raise_failure(d, U, S, &rhs, damping, bad, fail.status.load());
@@ -256,8 +270,9 @@ void dpr2_inverse(MatrixView<const T> d, MatrixView<const T> U, MatrixView<const
 }
 
 #define FISHERKIT_INSTANTIATE_DPR2(T)                                                          \
-  template void dpr2_solve<T>(MatrixView<const T>, MatrixView<const T>, MatrixView<const T>,   \
-                              MatrixView<const T>, std::int64_t, double, MatrixView<T>);       \
+  template void dpr2_solve_cpu<T>(MatrixView<const T>, MatrixView<const T>, MatrixView<const T>, \
+                                  MatrixView<const T>, std::int64_t, double, MatrixView<T>,      \
+                                  VectorView<int>, Stream);                                      \
   template void dpr2_inverse<T>(MatrixView<const T>, MatrixView<const T>, MatrixView<const T>, \
                                 double, MatrixView<T>);
 FISHERKIT_INSTANTIATE_DPR2(float)
@@ -265,21 +280,3 @@ FISHERKIT_INSTANTIATE_DPR2(double)
 
 }  // namespace fisherkit
 
-#if !defined(FISHERKIT_WITH_CUDA)
-namespace fisherkit::cuda {
-template <class T>
-void dpr2_solve_cuda(MatrixView<const T>, MatrixView<const T>, MatrixView<const T>,
-                     MatrixView<const T>, std::int64_t, double, MatrixView<T>, VectorView<int>,
-                     Stream) {
-  throw Unavailable("fisherkit was built without CUDA");
-}
-template void dpr2_solve_cuda<float>(MatrixView<const float>, MatrixView<const float>,
-                                     MatrixView<const float>, MatrixView<const float>,
-                                     std::int64_t, double, MatrixView<float>, VectorView<int>,
-                                     Stream);
-template void dpr2_solve_cuda<double>(MatrixView<const double>, MatrixView<const double>,
-                                      MatrixView<const double>, MatrixView<const double>,
-                                      std::int64_t, double, MatrixView<double>, VectorView<int>,
-                                      Stream);
-}  // namespace fisherkit::cuda
-#endif

@@ -1,7 +1,7 @@
-// The CUDA backend's entry points: the portable passes run by the host executor
-// (fisherkit::portable) against the CPU engine, and the fisherkit::cuda launchers on device
-// memory where a GPU is visible (checked against the CPU engine); without a GPU, the
-// launchers must fail with a clear fisherkit::Unavailable, never a crash.
+// The one engine: the flat layout, layers without bias in every shape, the dispatch by the
+// device of the views (CUDA views reach the CUDA backend, which fails cleanly without a
+// GPU and agrees with the host where one is visible), and the Monitor that reports progress
+// and stops long calls.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -21,13 +21,14 @@ namespace fk = fisherkit;
 namespace {
 
 /// A 4-5-3-3 net (tanh, softplus) with a categorical head and its inputs, in std::vectors.
+/// `bias[l]` false: layer l has no bias (its storage still exists, all zeros).
 template <class T>
 struct Net {
   std::vector<std::vector<T>> W, b;
   std::vector<std::int64_t> sizes{4, 5, 3, 3};
   std::vector<T> X;
   std::int64_t N = 11;
-  Net() {
+  explicit Net(std::vector<bool> bias = {true, true, true}) {
     std::uint64_t s = 12345;
     auto next = [&] {
       s = s * 6364136223846793005ull + 1442695040888963407ull;
@@ -37,29 +38,28 @@ struct Net {
       W.emplace_back(static_cast<size_t>(sizes[l] * sizes[l - 1]));
       b.emplace_back(static_cast<size_t>(sizes[l]));
       for (auto& v : W.back()) v = next();
-      for (auto& v : b.back()) v = next();
+      for (auto& v : b.back()) v = bias[l - 1] ? next() : T(0);
     }
     X.resize(static_cast<size_t>(N * sizes[0]));
     for (auto& v : X) v = T(3) * next();
   }
-  /// The MLP over weight storage at `w`/`bb` (host vectors or device copies).
+  /// The MLP over weight storage at `w`/`bb` (host vectors or device copies); a null bias
+  /// pointer gives a layer without bias.
   fk::Mlp<T> mlp(const std::vector<T*>& w, const std::vector<T*>& bb, fk::Device dev) const {
     std::vector<fk::Layer<T>> layers;
     for (size_t l = 1; l < sizes.size(); ++l)
       layers.push_back({fk::matrix_view<const T>(w[l - 1], sizes[l], sizes[l - 1], dev),
-                        fk::vector_view<const T>(bb[l - 1], sizes[l], dev)});
+                        bb[l - 1] ? fk::vector_view<const T>(bb[l - 1], sizes[l], dev)
+                                  : fk::VectorView<const T>{nullptr, 0, 1, dev}});
     return fk::Mlp<T>(layers, {fk::Activation::tanh, fk::Activation::softplus});
   }
-  fk::Mlp<T> host_mlp() {
+  fk::Mlp<T> host_mlp(std::vector<bool> bias = {true, true, true}) {
     std::vector<T*> w, bb;
     for (auto& v : W) w.push_back(v.data());
-    for (auto& v : b) bb.push_back(v.data());
+    for (size_t l = 0; l < b.size(); ++l) bb.push_back(bias[l] ? b[l].data() : nullptr);
     return mlp(w, bb, fk::Device::host);
   }
 };
-
-const fk::Shape kShapes[] = {fk::Shape::diag, fk::Shape::unit, fk::Shape::layer, fk::Shape::full};
-const fk::Estimator kEstimators[] = {fk::Estimator::exact, fk::Estimator::score, fk::Estimator::hessian};
 
 template <class T>
 double tol() {
@@ -74,54 +74,115 @@ void check_close(const std::vector<T>& got, const std::vector<T>& want) {
   for (size_t i = 0; i < got.size(); ++i) CHECK(std::fabs(double(got[i]) - double(want[i])) <= tol<T>() * scale);
 }
 
+/// Flat parameter indices of the with-bias layout that a layout without the biases of
+/// `bias` keeps, in order.
+std::vector<std::int64_t> kept_params(const fk::Layout& with_bias, const std::vector<bool>& bias) {
+  std::vector<std::int64_t> keep;
+  for (std::int64_t l = 1; l <= with_bias.n_layers(); ++l) {
+    const auto& d = with_bias.dims(l);
+    const std::int64_t off = with_bias.param_offset(l);
+    for (std::int64_t i = 0; i < d.n_out * d.n_in; ++i) keep.push_back(off + i);
+    if (bias[static_cast<size_t>(l - 1)])
+      for (std::int64_t u = 0; u < d.n_out; ++u) keep.push_back(off + d.n_out * d.n_in + u);
+  }
+  return keep;
+}
+
 }  // namespace
 
-TEST_CASE_TEMPLATE("backends: the portable passes give the CPU engine's Fisher and variances", T, float, double) {
-  Net<T> net;
-  auto m = net.host_mlp();
+TEST_CASE("layout: offsets and sizes of every shape, with and without biases") {
+  const fk::Layout lay({{5, 4, true}, {3, 5, false}, {2, 3, true}});
+  CHECK(lay.n_params() == 5 * 5 + 3 * 5 + 2 * 4);
+  CHECK(lay.param_offset(1) == 0);
+  CHECK(lay.param_offset(2) == 25);
+  CHECK(lay.param_offset(3) == 40);
+  CHECK(lay.unit_width(2) == 5);
+  CHECK(lay.size(fk::Shape::diag) == 48);
+  CHECK(lay.size(fk::Shape::full) == 48 * 48);
+  CHECK(lay.size(fk::Shape::unit) == 5 * 25 + 3 * 25 + 2 * 16);
+  CHECK(lay.offset(fk::Shape::unit, 3) == 5 * 25 + 3 * 25);
+  CHECK(lay.size(fk::Shape::layer) == 25 * 25 + 15 * 15 + 8 * 8);
+  CHECK(lay.offset(fk::Shape::layer, 2) == 625);
+  CHECK(lay.size(fk::Shape::kfac) == (25 + 25) + (25 + 9) + (16 + 4));
+  CHECK(fk::Layout::local_index(2, 4, 5, 4) == 5 * 4 + 2);  // a bias comes after all weights
+  CHECK(fisherkit_test::contains(
+      fisherkit_test::error_of([] { fk::Layout({{5, 4, true}, {3, 6, true}}); }), "do not chain"));
+}
+
+TEST_CASE_TEMPLATE("engine: a layer without bias is the biased layer with its bias parameters removed", T, float,
+                   double) {
+  // zero biases: the bias-free network computes the same function; every result of the
+  // bias-free model is the with-bias result restricted to the weight parameters
+  const std::vector<bool> bias{true, false, false};
+  Net<T> net(bias);
+  const auto full = net.host_mlp();
+  const auto part = net.host_mlp(bias);
+  REQUIRE(part.n_params() == full.n_params() - 3 - 3);
+  const auto keep = kept_params(full.layout(), bias);
   const fk::Head head{fk::HeadKind::categorical, 1.0};
-  auto X = fk::matrix_view<const T>(net.X.data(), net.N, net.sizes[0]);
-  for (auto shape : kShapes)
-    for (auto est : kEstimators) {
-      if (est == fk::Estimator::hessian && (shape == fk::Shape::layer || shape == fk::Shape::full)) continue;
-      fk::FisherOptions opt;
-      opt.estimator = est;
-      opt.shape = shape;
-      opt.samples = 2;
-      opt.seed = 9;
-      opt.chunk = 4;
-      const auto size = static_cast<size_t>(fk::fisher_size(m, shape));
-      std::vector<T> a(size), b(size);
-      fk::fisher(m, head, X, {}, opt, fk::vector_view(a.data(), std::int64_t(size)));
-      fk::portable::fisher(m, head, X, {}, opt, fk::vector_view(b.data(), std::int64_t(size)));
-      check_close(b, a);
+  const auto X = fk::matrix_view<const T>(net.X.data(), net.N, 4);
+  const std::int64_t P = full.n_params(), Q = part.n_params();
+  for (auto est : {fk::Estimator::exact, fk::Estimator::score, fk::Estimator::hessian}) {
+    CAPTURE(static_cast<int>(est));
+    fk::FisherOptions opt;
+    opt.estimator = est;
+    opt.samples = 2;
+    opt.seed = 3;
+    opt.chunk = 4;
+    opt.shape = fk::Shape::full;
+    std::vector<T> Ff(static_cast<size_t>(P * P)), Fp(static_cast<size_t>(Q * Q));
+    fk::fisher(full, head, X, {}, opt, fk::vector_view(Ff.data(), P * P));
+    fk::fisher(part, head, X, {}, opt, fk::vector_view(Fp.data(), Q * Q));
+    std::vector<T> want;
+    for (auto i : keep)
+      for (auto j : keep) want.push_back(Ff[static_cast<size_t>(i * P + j)]);
+    check_close(Fp, want);
+    // the other shapes are blocks of the full matrix
+    opt.shape = fk::Shape::diag;
+    std::vector<T> d(static_cast<size_t>(Q));
+    fk::fisher(part, head, X, {}, opt, fk::vector_view(d.data(), Q));
+    std::vector<T> dw;
+    for (std::int64_t i = 0; i < Q; ++i) dw.push_back(Fp[static_cast<size_t>(i * Q + i)]);
+    check_close(d, dw);
+    opt.shape = fk::Shape::unit;
+    const auto& lay = part.layout();
+    std::vector<T> U(static_cast<size_t>(lay.size(fk::Shape::unit))), uw;
+    fk::fisher(part, head, X, {}, opt, fk::vector_view(U.data(), std::int64_t(U.size())));
+    for (std::int64_t l = 1; l <= lay.n_layers(); ++l) {
+      const auto& dm = lay.dims(l);
+      const std::int64_t k = lay.unit_width(l), off = lay.param_offset(l);
+      for (std::int64_t u = 0; u < dm.n_out; ++u)
+        for (std::int64_t a = 0; a < k; ++a)
+          for (std::int64_t c = 0; c < k; ++c) {
+            const std::int64_t i = off + fk::Layout::local_index(u, a, dm.n_out, dm.n_in);
+            const std::int64_t j = off + fk::Layout::local_index(u, c, dm.n_out, dm.n_in);
+            uw.push_back(Fp[static_cast<size_t>(i * Q + j)]);
+          }
     }
-  for (auto shape : {fk::Shape::diag, fk::Shape::unit})
-    for (auto which : {fk::Moment::v1, fk::Moment::v2, fk::Moment::c12}) {
-      const auto size = static_cast<size_t>(fk::fisher_size(m, shape));
-      std::vector<T> a(size), b(size);
-      fk::variance_sum(m, head, X, which, shape, fk::vector_view(a.data(), std::int64_t(size)), 3);
-      fk::portable::variance_sum(m, head, X, which, shape, fk::vector_view(b.data(), std::int64_t(size)), 5);
-      check_close(b, a);
+    check_close(U, uw);
+    opt.shape = fk::Shape::layer;
+    std::vector<T> Lb(static_cast<size_t>(lay.size(fk::Shape::layer))), lw;
+    fk::fisher(part, head, X, {}, opt, fk::vector_view(Lb.data(), std::int64_t(Lb.size())));
+    for (std::int64_t l = 1; l <= lay.n_layers(); ++l) {
+      const std::int64_t off = lay.param_offset(l), D = lay.layer_params(l);
+      for (std::int64_t i = 0; i < D; ++i)
+        for (std::int64_t j = 0; j < D; ++j) lw.push_back(Fp[static_cast<size_t>((off + i) * Q + off + j)]);
     }
+    check_close(Lb, lw);
+  }
+  // per-sample gradients and the batch gradient
+  std::vector<T> y(static_cast<size_t>(net.N));
+  for (std::int64_t n = 0; n < net.N; ++n) y[static_cast<size_t>(n)] = T(n % 3);
+  const auto Y = fk::matrix_view<const T>(y.data(), net.N, 1);
+  std::vector<T> Gf(static_cast<size_t>(net.N * P)), Gp(static_cast<size_t>(net.N * Q)), gw;
+  fk::per_sample_grads(full, head, X, Y, fk::matrix_view(Gf.data(), net.N, P));
+  fk::per_sample_grads(part, head, X, Y, fk::matrix_view(Gp.data(), net.N, Q));
+  for (std::int64_t n = 0; n < net.N; ++n)
+    for (auto i : keep) gw.push_back(Gf[static_cast<size_t>(n * P + i)]);
+  check_close(Gp, gw);
 }
 
-TEST_CASE("backends: the portable passes refuse what they do not compute, naming it") {
-  Net<double> net;
-  auto m = net.host_mlp();
-  fk::FisherOptions opt;
-  opt.estimator = fk::Estimator::hessian;
-  opt.shape = fk::Shape::full;
-  std::vector<double> out(static_cast<size_t>(fk::fisher_size(m, opt.shape)));
-  const auto msg = fisherkit_test::error_of([&] {
-    fk::portable::fisher(m, fk::Head{fk::HeadKind::categorical, 1.0},
-                         fk::matrix_view<const double>(net.X.data(), net.N, 4), {}, opt,
-                         fk::vector_view(out.data(), std::int64_t(out.size())));
-  });
-  CHECK(fisherkit_test::contains(msg, "Hessian estimator with shape 'full'"));
-}
-
-TEST_CASE("backends: the CUDA launchers agree with the CPU engine, or fail cleanly without a GPU") {
+TEST_CASE("dispatch: CUDA views reach the CUDA backend, which agrees with the host or fails cleanly") {
   Net<double> net;
   auto host = net.host_mlp();
   const fk::Head head{fk::HeadKind::categorical, 1.0};
@@ -132,7 +193,7 @@ TEST_CASE("backends: the CUDA launchers agree with the CPU engine, or fail clean
   fk::fisher(host, head, fk::matrix_view<const double>(net.X.data(), net.N, 4), {}, opt,
              fk::vector_view(want.data(), std::int64_t(size)));
   if (!fk::cuda_compiled() || fk::cuda_device_count() == 0) {
-    // device-tagged views over host memory: the launcher must refuse before touching them
+    // device-tagged views over host memory: the CUDA backend must refuse before touching them
     std::vector<double*> w, bb;
     for (auto& v : net.W) w.push_back(v.data());
     for (auto& v : net.b) bb.push_back(v.data());
@@ -140,8 +201,8 @@ TEST_CASE("backends: the CUDA launchers agree with the CPU engine, or fail clean
     std::vector<double> out(size);
     std::string msg;
     try {
-      fk::cuda::fisher_cuda(dm, head, fk::matrix_view<const double>(net.X.data(), net.N, 4, fk::Device::cuda), {},
-                            opt, fk::vector_view(out.data(), std::int64_t(size), fk::Device::cuda), nullptr);
+      fk::fisher(dm, head, fk::matrix_view<const double>(net.X.data(), net.N, 4, fk::Device::cuda), {}, opt,
+                 fk::vector_view(out.data(), std::int64_t(size), fk::Device::cuda));
     } catch (const fk::Unavailable& e) {
       msg = e.what();
     }
@@ -162,8 +223,8 @@ TEST_CASE("backends: the CUDA launchers agree with the CPU engine, or fail clean
   double* dX = to_device(net.X);
   double* dout = to_device(std::vector<double>(size));
   auto dm = net.mlp(w, bb, fk::Device::cuda);
-  fk::cuda::fisher_cuda(dm, head, fk::matrix_view<const double>(dX, net.N, 4, fk::Device::cuda), {}, opt,
-                        fk::vector_view(dout, std::int64_t(size), fk::Device::cuda), nullptr);
+  fk::fisher(dm, head, fk::matrix_view<const double>(dX, net.N, 4, fk::Device::cuda), {}, opt,
+             fk::vector_view(dout, std::int64_t(size), fk::Device::cuda));
   std::vector<double> got(size);
   REQUIRE(cudaMemcpy(got.data(), dout, size * sizeof(double), cudaMemcpyDeviceToHost) == cudaSuccess);
   check_close(got, want);
@@ -172,4 +233,56 @@ TEST_CASE("backends: the CUDA launchers agree with the CPU engine, or fail clean
   cudaFree(dX);
   cudaFree(dout);
 #endif
+}
+
+namespace {
+/// Records every report; stops the call once `stop_after` chunks are done (-1: never).
+struct Recorder : fk::Monitor {
+  std::vector<std::int64_t> done;
+  std::int64_t total = -1, stop_after = -1;
+  bool progress(std::int64_t d, std::int64_t t) override {
+    done.push_back(d);
+    total = t;
+    return stop_after < 0 || static_cast<std::int64_t>(done.size()) < stop_after;
+  }
+};
+}  // namespace
+
+TEST_CASE("monitor: progress reaches the total between chunks, and a monitor can stop a call") {
+  Net<double> net;
+  auto m = net.host_mlp();
+  const fk::Head head{fk::HeadKind::categorical, 1.0};
+  fk::FisherOptions opt;
+  opt.shape = fk::Shape::layer;
+  opt.chunk = 3;  // 11 inputs: reports at the start, then where chunks end: 3, 6, 9, 11
+  std::vector<double> out(static_cast<size_t>(fk::fisher_size(m, opt.shape)));
+  const auto X = fk::matrix_view<const double>(net.X.data(), net.N, 4);
+  {
+    Recorder r;
+    fk::MonitorScope scope(&r);
+    fk::fisher(m, head, X, {}, opt, fk::vector_view(out.data(), std::int64_t(out.size())));
+    REQUIRE(!r.done.empty());
+    CHECK(r.total == net.N);
+    CHECK(r.done.back() == net.N);
+    for (size_t i = 1; i < r.done.size(); ++i) CHECK(r.done[i] >= r.done[i - 1]);
+    std::vector<std::int64_t> ends;
+    for (auto d : r.done)
+      if (ends.empty() || ends.back() != d) ends.push_back(d);
+    CHECK(ends == std::vector<std::int64_t>{0, 3, 6, 9, 11});
+  }
+  {
+    Recorder r;
+    r.stop_after = 2;
+    fk::MonitorScope scope(&r);
+    bool stopped = false;
+    try {
+      fk::fisher(m, head, X, {}, opt, fk::vector_view(out.data(), std::int64_t(out.size())));
+    } catch (const fk::Interrupted&) {
+      stopped = true;
+    }
+    CHECK(stopped);
+    CHECK(r.done.size() == 2);
+  }
+  // outside the scope no monitor is installed: the call runs to the end
+  fk::fisher(m, head, X, {}, opt, fk::vector_view(out.data(), std::int64_t(out.size())));
 }

@@ -321,8 +321,8 @@ TEST_CASE_TEMPLATE("heads: sqrt_covariance satisfies B B^T = covariance", T, flo
       for (std::int64_t i = 0; i < N * C; ++i) H[i] = T(kH[i % 7] * (1 + 0.5 * double(i / C)));
       const fk::Head head{k, 0.45};
       std::vector<T> B(N * C * C), I(N * C * C);
-      fk::head_sqrt_covariance<T>(head, fk::matrix_view<const T>(H.data(), N, C),
-                                  fk::matrix_view(B.data(), N, C * C));
+      fk::head_covariance<T>(head, fk::matrix_view<const T>(H.data(), N, C),
+                             fk::matrix_view(B.data(), N, C * C), /*sqrt=*/true);
       fk::head_covariance<T>(head, fk::matrix_view<const T>(H.data(), N, C),
                              fk::matrix_view(I.data(), N, C * C));
       for (std::int64_t n = 0; n < N; ++n) {
@@ -534,7 +534,8 @@ TEST_CASE("heads: bad head arguments are rejected with clear messages") {
 namespace {
 const fk::Activation kAllActivations[] = {fk::Activation::identity, fk::Activation::relu,
                                           fk::Activation::tanh,     fk::Activation::sigmoid,
-                                          fk::Activation::softplus, fk::Activation::erf};
+                                          fk::Activation::softplus, fk::Activation::erf,
+                                          fk::Activation::gelu,     fk::Activation::silu};
 
 /// Reference values in double from the standard library.
 double phi_ref(fk::Activation a, double z) {
@@ -545,6 +546,8 @@ double phi_ref(fk::Activation a, double z) {
     case fk::Activation::sigmoid: return 1 / (1 + std::exp(-z));
     case fk::Activation::softplus: return std::log1p(std::exp(z));
     case fk::Activation::erf: return std::erf(z);
+    case fk::Activation::gelu: return 0.5 * z * (1 + std::erf(z / std::sqrt(2.0)));
+    case fk::Activation::silu: return z / (1 + std::exp(-z));
   }
   return 0;
 }
@@ -591,6 +594,7 @@ TEST_CASE_TEMPLATE("activations: stable and finite at large arguments", T, float
 TEST_CASE("activations: names round-trip and unknown names are rejected") {
   for (fk::Activation a : kAllActivations) CHECK(fk::parse_activation(fk::activation_name(a)) == a);
   CHECK(fk::parse_activation("linear") == fk::Activation::identity);
-  const std::string msg = error_of([] { fk::parse_activation("gelu"); });
-  CHECK(contains(msg, "gelu"));
+  const std::string msg = error_of([] { fk::parse_activation("mish"); });
+  CHECK(contains(msg, "'mish'"));
+  CHECK(contains(msg, "silu"));  // the message lists what is accepted
 }

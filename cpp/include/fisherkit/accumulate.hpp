@@ -24,7 +24,7 @@
 // pseudo-gradient rows. The Hessian estimator subtracts the output-Hessian term computed
 // by the recursion T_l = D_l W_{l+1}^T T_{l+1} W_{l+1} D_l + diag(ehat_l * phi''(z_l)) for
 // the contracted output taubar^T h (within-layer blocks), plus the cross-layer formula of
-// math/variance.md 5.2 for "full" (an O(N P^2) loop: meant for small P).
+// math/variance.md 5.2 for "full" (O(N P^2) work: meant for small P).
 //
 // Accumulation: each chunk is summed in T by BLAS, chunk sums are accumulated in float64,
 // so float32 error grows with the chunk size, not with N.
@@ -33,12 +33,12 @@
 #include <string>
 
 #include "fisherkit/heads.hpp"
+#include "fisherkit/layout.hpp"
 #include "fisherkit/mlp.hpp"
 
 namespace fisherkit {
 
 enum class Estimator : int { exact = 0, score = 1, hessian = 2, empirical = 3 };
-enum class Shape : int { full = 0, layer = 1, unit = 2, diag = 3 };
 
 Estimator parse_estimator(const std::string& name);
 Shape parse_shape(const std::string& name);
@@ -48,18 +48,19 @@ const char* shape_name(Shape s);
 struct FisherOptions {
   Estimator estimator = Estimator::exact;
   Shape shape = Shape::diag;
-  std::int64_t samples = 1;   ///< draws of y per input (score, hessian)
-  std::uint64_t seed = 0;     ///< counter-based generator key
-  std::int64_t chunk = 0;     ///< inputs per chunk; 0 picks ~32 MiB of workspace
+  std::int64_t samples = 1;       ///< draws of y per input (score, hessian)
+  std::uint64_t seed = 0;         ///< counter-based generator key
+  std::int64_t chunk = 0;         ///< inputs per chunk; 0 picks one from the workspace budget
   std::int64_t index_offset = 0;  ///< global index of X's first row (for streaming with one seed)
 };
 
-/// Number of values of the flat output for `shape`.
+/// Number of values of the flat output for `shape` (mlp.layout().size(shape)).
 template <class T>
 std::int64_t fisher_size(const Mlp<T>& mlp, Shape shape);
 
-/// Bytes of workspace fisher() allocates besides `out` for these options and N inputs
-/// (the float64 accumulator when T is float or `out` is strided, and per-chunk buffers).
+/// Bytes of workspace fisher() allocates besides `out` for these options and N inputs on
+/// the host: the float64 accumulator (every shape but diag when T is float, or when `out`
+/// is strided) and the per-chunk buffers.
 template <class T>
 std::int64_t fisher_workspace_bytes(const Mlp<T>& mlp, const FisherOptions& opt, std::int64_t N);
 
@@ -68,7 +69,7 @@ std::int64_t fisher_workspace_bytes(const Mlp<T>& mlp, const FisherOptions& opt,
 /// empty) otherwise.
 template <class T>
 void fisher(const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, MatrixView<const T> y,
-            const FisherOptions& opt, VectorView<T> out);
+            const FisherOptions& opt, VectorView<T> out, Stream stream = nullptr);
 
 /// Output Hessians d^2 h_c / dtheta^2 per input, out: N x (C * P * P), row n holding C
 /// symmetric P x P matrices in the flat parameter order (within-layer blocks from the
@@ -76,6 +77,6 @@ void fisher(const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, MatrixVi
 /// problems: O(C P^2) work and memory per input.
 template <class T>
 void output_hessians(const Mlp<T>& mlp, MatrixView<const T> X, MatrixView<T> out,
-                     std::int64_t chunk = 0);
+                     std::int64_t chunk = 0, Stream stream = nullptr);
 
 }  // namespace fisherkit

@@ -18,20 +18,25 @@
 #pragma once
 #include <cstdint>
 
-#include "fisherkit/cuda.hpp"
 #include "fisherkit/view.hpp"
 
 namespace fisherkit {
 
 /// out_b = (diag(d_b + damping) + U_b S_b U_b^T)^-1 rhs_b for every block b (shapes in the
-/// header comment; k >= 1 right-hand sides per block). `damping` >= 0 is added to d.
-/// Throws Error naming the argument on shape mismatch, NaN/Inf in any input, a damped
-/// diagonal entry that is not positive (naming block and entry), or a block whose matrix
-/// is singular to working precision (naming the block). Cost: one read of d, U, rhs (a
-/// second one from cache), one write of out; 10 n k flops per block. OpenMP over blocks.
+/// header comment; k >= 1 right-hand sides per block). `damping` >= 0 is added to d. Runs
+/// where the views live: OpenMP over blocks on the host, one CTA per block on the GPU
+/// (asynchronous on `stream`).
+/// Without `status` (no entries): throws Error naming the argument on a shape mismatch,
+/// NaN/Inf in any input, a damped diagonal entry that is not positive (naming block and
+/// entry), or a block whose matrix is singular to working precision (naming the block); GPU
+/// calls need `status`. With `status` (B entries of int): each block writes its
+/// detail::Dpr2Status (0 ok, 1 bad diagonal, 2 non-finite, 3 singular) there and a failed
+/// block's output is NaN; shapes and damping still throw. Cost: one read of d, U, rhs (a
+/// second one from cache), one write of out; 10 n k flops per block.
 template <class T>
-void dpr2_solve(MatrixView<const T> d, MatrixView<const T> U, MatrixView<const T> S,
-                MatrixView<const T> rhs, std::int64_t k, double damping, MatrixView<T> out);
+void dpr2_solve(MatrixView<const T> d, MatrixView<const T> U, MatrixView<const T> S, MatrixView<const T> rhs,
+                std::int64_t k, double damping, MatrixView<T> out, VectorView<int> status = {},
+                Stream stream = nullptr);
 
 /// Explicit inverses: out row b = (A_b)^-1 stored row-major n x n (out is B x n^2), via
 /// A^-1 = D^-1 - (D^-1 U) Z (D^-1 U)^T, Z = (I + S K)^-1 S (natgrad.md 1.7, first form).
@@ -40,16 +45,5 @@ template <class T>
 void dpr2_inverse(MatrixView<const T> d, MatrixView<const T> U, MatrixView<const T> S,
                   double damping, MatrixView<T> out);
 
-namespace cuda {
-/// dpr2_solve on the device (views carry Device::cuda; same layout and maths, one CTA per
-/// block, reductions in shared memory). Asynchronous on `stream`: no exception can report a
-/// bad block, so each block writes detail::Dpr2Status (0 ok, 1 bad diagonal, 2 non-finite,
-/// 3 singular) to status[b] when `status` has B entries (status.size == 0: not reported),
-/// and fills its output with NaN on failure. Shapes and damping are checked on the host.
-template <class T>
-void dpr2_solve_cuda(MatrixView<const T> d, MatrixView<const T> U, MatrixView<const T> S,
-                     MatrixView<const T> rhs, std::int64_t k, double damping, MatrixView<T> out,
-                     VectorView<int> status, Stream stream);
-}  // namespace cuda
 
 }  // namespace fisherkit

@@ -10,5 +10,5 @@
 #include "fisherkit/dpr2.hpp"
 #include "fisherkit/rank1.hpp"
 #include "fisherkit/natgrad.hpp"
-#include "fisherkit/cuda.hpp"
-#include "fisherkit/portable.hpp"
+#include "fisherkit/layout.hpp"
+#include "fisherkit/monitor.hpp"

@@ -33,23 +33,25 @@ void check_label_layout(const Head& head, MatrixView<const T> y, std::int64_t N,
 [[noreturn]] void fail_label(const Head& head, const char* name, std::int64_t n, double first,
                              std::int64_t C);
 
+// The functions over the rows of H run where H lives (host or GPU; same algorithm, the row
+// maths of detail/heads.hpp), and check that H is finite and the labels valid.
+
 /// out[n] = log p(y_n | h_n).
 template <class T>
-void head_log_likelihood(const Head& head, MatrixView<const T> H, MatrixView<const T> y,
-                         VectorView<T> out);
+void head_log_likelihood(const Head& head, MatrixView<const T> H, MatrixView<const T> y, VectorView<T> out,
+                         Stream stream = nullptr);
 /// out (N x C) = E[y | h].
 template <class T>
-void head_mean(const Head& head, MatrixView<const T> H, MatrixView<T> out);
-/// out (N x C*C) = Cov(t | h) per row, row-major C x C.
+void head_mean(const Head& head, MatrixView<const T> H, MatrixView<T> out, Stream stream = nullptr);
+/// out (N x C*C) = Cov(t | h) per row, row-major C x C; with `sqrt`, a factor B per row with
+/// B B^T = Cov(t | h) (categorical: column k is sqrt(p_k) (e_k - p); the others diagonal).
 template <class T>
-void head_covariance(const Head& head, MatrixView<const T> H, MatrixView<T> out);
-/// out (N x C*C) = B per row with B B^T = Cov(t | h).
-template <class T>
-void head_sqrt_covariance(const Head& head, MatrixView<const T> H, MatrixView<T> out);
+void head_covariance(const Head& head, MatrixView<const T> H, MatrixView<T> out, bool sqrt = false,
+                     Stream stream = nullptr);
 /// out (N*S x label_cols): S draws y ~ p(.|h_n) per row; draw s of row n is row n*S + s.
 /// Counter-based: draw (n, s) depends on (seed, index_offset + n, s) only.
 template <class T>
 void head_sample(const Head& head, MatrixView<const T> H, std::uint64_t seed, std::int64_t S,
-                 MatrixView<T> out, std::int64_t index_offset = 0);
+                 MatrixView<T> out, std::int64_t index_offset = 0, Stream stream = nullptr);
 
 }  // namespace fisherkit

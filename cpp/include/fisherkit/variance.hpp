@@ -23,21 +23,34 @@ namespace fisherkit {
 
 /// Which per-input, single-draw quantity to sum.
 enum class Moment : int {
-  v1 = 0,   ///< Var(I1 entry | x): score estimator
-  v2 = 1,   ///< Var(I2 entry | x): Hessian estimator
-  c12 = 2,  ///< Cov(I1 entry, I2 entry | x) for one shared draw
-  fsq = 3,  ///< F(x)_entry^2: squared per-input exact Fisher (for the input-sampling part)
+  v1 = 0,        ///< Var(I1 entry | x): score estimator
+  v2 = 1,        ///< Var(I2 entry | x): Hessian estimator
+  c12 = 2,       ///< Cov(I1 entry, I2 entry | x) for one shared draw
+  fsq = 3,       ///< F(x)_entry^2: squared per-input exact Fisher (for the input-sampling part)
+  v1_lower = 4,  ///< lower bound of v1 (variance.md 5.4; diag shape)
+  v1_upper = 5,  ///< upper bound of v1
+  v2_lower = 6,  ///< lower bound of v2
+  v2_upper = 7,  ///< upper bound of v2
 };
 
 Moment parse_moment(const std::string& name);
 
-/// out (fisher_size(mlp, shape) values, shape diag or unit) = the SUM over the N inputs of
-/// the per-input, single-draw quantity `which`, in the flat layout of fisher(). The caller
+/// out (fisher_size(mlp, shape) values, shape diag or unit; the bounds: diag) = the SUM over
+/// the N inputs of the per-input, single-draw quantity `which`, in the flat layout of
+/// fisher(). The caller
 /// scales: the fixed-input variance of the estimate with S draws per input is
 /// out / (N^2 S). Cost: one backward pass of C rows per input, plus the T-diagonal terms
 /// for v2 and c12, plus one GEMM (diag) or SYRK per unit (unit) per chunk.
 template <class T>
 void variance_sum(const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, Moment which,
-                  Shape shape, VectorView<T> out, std::int64_t chunk = 0);
+                  Shape shape, VectorView<T> out, std::int64_t chunk = 0, Stream stream = nullptr);
+
+/// Per-input Gram matrix of the output Jacobian, out (N x C*C) row n = J_n J_n^T (C x C,
+/// row-major) = sum_l |abar_{l-1}|^2 G_l G_l^T with G_l = dh/dz_l, from per-layer factors
+/// (never a C x P Jacobian). The total (trace) variance of the score estimator is built
+/// from it (variance.md 4.5). Cost: one backward pass of C rows per input.
+template <class T>
+void output_gram(const Mlp<T>& mlp, MatrixView<const T> X, MatrixView<T> out, std::int64_t chunk = 0,
+                 Stream stream = nullptr);
 
 }  // namespace fisherkit

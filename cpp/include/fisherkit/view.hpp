@@ -10,6 +10,10 @@ namespace fisherkit {
 
 enum class Device : int { host = 0, cuda = 1 };
 
+/// A CUDA stream (cudaStream_t) as an opaque pointer; nullptr is the default stream. Every
+/// public function takes one; host computations ignore it.
+using Stream = void*;
+
 /// rows x cols matrix; element (i, j) at data[i * row_stride + j * col_stride] (strides
 /// in elements). Functions that hand a view to BLAS need col_stride == 1 and say so.
 template <class T>

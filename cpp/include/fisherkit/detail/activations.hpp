@@ -8,12 +8,13 @@ namespace fisherkit {
 
 /// Hidden-layer non-linearities. The output layer is always linear (the head applies
 /// softmax / sigmoid / exp).
-enum class Activation : int { identity = 0, relu = 1, tanh = 2, sigmoid = 3, softplus = 4, erf = 5 };
+enum class Activation : int { identity = 0, relu = 1, tanh = 2, sigmoid = 3, softplus = 4, erf = 5, gelu = 6, silu = 7 };
 
 namespace detail {
 
 /// phi(z), phi'(z), phi''(z). relu'' is 0 and relu'(0) is taken as 0.
-/// erf means phi(z) = erf(z).
+/// erf means phi(z) = erf(z); gelu is z Phi(z) with the normal CDF Phi (PyTorch's GELU with
+/// approximate="none"); silu is z sigmoid(z).
 template <class T>
 FISHERKIT_HD void activation_eval(Activation a, T z, T* f, T* d1, T* d2) {
   switch (a) {
@@ -43,6 +44,18 @@ FISHERKIT_HD void activation_eval(Activation a, T z, T* f, T* d1, T* d2) {
     case Activation::erf: {
       const T g = T(1.1283791670955126) * fk_exp(-z * z);  // 2/sqrt(pi) e^{-z^2}
       *f = fk_erf(z); *d1 = g; *d2 = T(-2) * z * g;
+      return;
+    }
+    case Activation::gelu: {
+      const T cdf = T(0.5) * (T(1) + fk_erf(z * T(0.7071067811865476)));
+      const T pdf = T(0.3989422804014327) * fk_exp(T(-0.5) * z * z);
+      *f = z * cdf; *d1 = cdf + z * pdf; *d2 = pdf * (T(2) - z * z);
+      return;
+    }
+    case Activation::silu: {
+      const T s = sigmoid(z);
+      const T v = s * (T(1) - s);
+      *f = z * s; *d1 = s + z * v; *d2 = v * (T(2) + z * (T(1) - T(2) * s));
       return;
     }
   }

@@ -461,4 +461,38 @@ FISHERKIT_HD SpectralConstants head_spectral_constants(const HeadRow<T>& r) {
   return SpectralConstants{0.0, 0.0, 0.0, 0.0};
 }
 
+/// Per-input bounds of variance.md 5.4 for one unit (one draw), to be weighted by abar_j^4:
+///   score    ||g~||^4 k_min - q^2 <= Var((g.tau)^2) <= ||g~||^4 k_max - q^2  (each raised to >= 0)
+///   hessian  ||t~||^2 lambda_min <= Var(t.tau)      <= ||t~||^2 lambda_max
+/// with g~, t~ the backward column and output-Hessian diagonal, centred (x - p.x) for the
+/// categorical head (tighter), and the head's spectral constants at this row. q = g^T I g.
+/// tau_d may be empty: then the Hessian bounds are 0.
+struct UnitBounds {
+  double v1_lower, v1_upper, v2_lower, v2_upper;
+};
+
+template <class T>
+FISHERKIT_HD UnitBounds head_unit_bounds(const HeadRow<T>& r, const SpectralConstants& k,
+                                         typename HeadRow<T>::Vec g, typename HeadRow<T>::Vec tau_d) {
+  const bool cat = r.kind == HeadKind::categorical;
+  double pg = 0.0, pt = 0.0;
+  if (cat)
+    for (std::int64_t c = 0; c < r.C; ++c) {
+      pg += r.mean(c) * g[c];
+      if (!tau_d.empty()) pt += r.mean(c) * tau_d[c];
+    }
+  double ng2 = 0.0, nt2 = 0.0;
+  for (std::int64_t c = 0; c < r.C; ++c) {
+    const double a = g[c] - pg;
+    ng2 += a * a;
+    if (!tau_d.empty()) {
+      const double b = tau_d[c] - pt;
+      nt2 += b * b;
+    }
+  }
+  const double q = head_quad(r, g, g);
+  const double lo = ng2 * ng2 * k.k_min - q * q, hi = ng2 * ng2 * k.k_max - q * q;
+  return UnitBounds{lo > 0.0 ? lo : 0.0, hi > 0.0 ? hi : 0.0, nt2 * k.lambda_min, nt2 * k.lambda_max};
+}
+
 }  // namespace fisherkit::detail

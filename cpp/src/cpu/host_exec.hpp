@@ -1,0 +1,186 @@
+// The host executor of the passes (cpp/src/passes): buffers are std::vectors, loops run on
+// OpenMP threads, GEMMs go to OpenBLAS. Its coarse primitives keep the CPU fast where a
+// generic element loop would not: SYRK where a result is symmetric, the sign-split weighted
+// Gram of the unit blocks, vectorised activation rows (libmvec), and symmetric blocks
+// emitted in cache-sized tiles. The CUDA executor (cuda/exec.cuh) has the same members.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "../blas.hpp"
+#include "../parallel.hpp"
+#include "../simd.hpp"
+#include "fisherkit/view.hpp"
+
+namespace fisherkit::cpu {
+
+class HostExec {
+ public:
+  static constexpr Device device = Device::host;
+  /// Per-chunk workspace budget (bytes) and the largest chunk (inputs): chunks stay in the
+  /// last-level cache's neighbourhood while BLAS still sees tall enough matrices.
+  static constexpr std::int64_t chunk_budget = std::int64_t(32) << 20;
+  static constexpr std::int64_t chunk_cap = 4096;
+
+  /// Growable workspace; resize never shrinks and does not keep values.
+  template <class T>
+  class Buf {
+   public:
+    explicit Buf(HostExec&) {}
+    Buf(Buf&&) noexcept = default;
+    Buf& operator=(Buf&&) noexcept = default;
+    Buf(const Buf&) = delete;
+    void resize(std::int64_t n) {
+      if (static_cast<size_t>(n) > v_.size()) v_.resize(static_cast<size_t>(n));
+    }
+    T* data() { return v_.data(); }
+    const T* data() const { return v_.data(); }
+    void swap(Buf& o) noexcept { v_.swap(o.v_); }
+
+   private:
+    std::vector<T> v_;
+  };
+
+  /// Called by the passes after the layout checks, before any work.
+  void start() const {}
+  void check_device_of(const void*, const char*) const {}
+
+  /// f(i) for i in [0, n).
+  template <class F>
+  void for_each(std::int64_t n, F f) {
+    if (n > 0) detail::parallel_for(n, 16, f);
+  }
+
+  /// f(r, j) for r in [0, rows), j in [0, cols): rows over threads, each row's inner loop
+  /// contiguous (vectorisable).
+  template <class F>
+  void for_2d(std::int64_t rows, std::int64_t cols, F f) {
+    if (rows <= 0 || cols <= 0) return;
+    detail::parallel_for(rows, cols, [&](std::int64_t r) {
+      for (std::int64_t j = 0; j < cols; ++j) f(r, j);
+    });
+  }
+
+  /// The smallest i in [0, n) with pred(i), or -1.
+  template <class P>
+  std::int64_t first_if(std::int64_t n, P pred) {
+    for (std::int64_t i = 0; i < n; ++i)
+      if (pred(i)) return i;
+    return -1;
+  }
+
+  /// Row-major C = alpha op(A) op(B) + beta C.
+  template <class T>
+  void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* A, std::int64_t lda,
+            const T* B, std::int64_t ldb, T beta, T* C, std::int64_t ldc) {
+    blas::gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+
+  /// `batch` GEMMs, the i-th on A + i sA, B + i sB, C + i sC (a stride may be 0).
+  template <class T>
+  void gemm_batched(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* A,
+                    std::int64_t lda, std::int64_t sA, const T* B, std::int64_t ldb, std::int64_t sB, T beta, T* C,
+                    std::int64_t ldc, std::int64_t sC, std::int64_t batch) {
+    for (std::int64_t i = 0; i < batch; ++i)
+      blas::gemm(ta, tb, m, n, k, alpha, A + i * sA, lda, B + i * sB, ldb, beta, C + i * sC, ldc);
+  }
+
+  /// Upper triangle of C (n x n) = alpha A^T A + beta C, A: k x n (the Gram of k rows).
+  template <class T>
+  void syrk(std::int64_t n, std::int64_t k, T alpha, const T* A, std::int64_t lda, T beta, T* C, std::int64_t ldc) {
+    blas::syrk_rows(n, k, alpha, A, lda, beta, C, ldc);
+  }
+
+  /// z (n x no) += bias (stride bs; none when null), then a = phi(z), d1 = phi'(z),
+  /// d2 = phi''(z) (each skipped when null; a null: the output layer, z only).
+  template <class T>
+  void bias_activation(Activation act, T* z, const T* bias, std::int64_t bs, T* a, T* d1, T* d2, std::int64_t n,
+                       std::int64_t no) {
+    detail::parallel_for(n, no * 8, [&](std::int64_t s) {
+      T* zr = z + s * no;
+      if (bias)
+        for (std::int64_t u = 0; u < no; ++u) zr[u] += bias[u * bs];
+      if (a) detail::activation_bulk(act, zr, a + s * no, d1 ? d1 + s * no : nullptr, d2 ? d2 + s * no : nullptr, no);
+    });
+  }
+
+  /// Unit blocks: acc + u k^2 (k x k, upper triangle, float64) += sum_s w[s, u] B_s B_s^T
+  /// for every unit u < no (w: n x no with row stride ldw; B: n x k). Rows are split by the
+  /// sign of w and each part is a SYRK of sqrt|w_s| B_s, so signed weights cost one SYRK.
+  template <class T>
+  void unit_gram(double* acc, const T* w, std::int64_t ldw, std::int64_t no, const T* B, std::int64_t n,
+                 std::int64_t k) {
+    auto& pos = scratch<T>(0), &neg = scratch<T>(1), &tmp = scratch<T>(2);
+    pos.resize(static_cast<size_t>(n * k));
+    neg.resize(static_cast<size_t>(n * k));
+    for (std::int64_t u = 0; u < no; ++u) {
+      double* blk = acc + u * k * k;
+      std::int64_t np = 0, nn = 0;
+      for (std::int64_t s = 0; s < n; ++s) {
+        const T ws = w[s * ldw + u];
+        if (ws == T(0)) continue;
+        const T sw = std::sqrt(ws > T(0) ? ws : -ws);
+        T* dst = ws > T(0) ? pos.data() + (np++) * k : neg.data() + (nn++) * k;
+        for (std::int64_t j = 0; j < k; ++j) dst[j] = sw * B[s * k + j];
+      }
+      if (np > 0) syrk_into(blk, k, np, T(1), pos.data(), tmp);
+      if (nn > 0) syrk_into(blk, k, nn, T(-1), neg.data(), tmp);
+    }
+  }
+
+  /// out[off + b m^2 + i m + j] = scale * acc[off + b m^2 + min(i,j) m + max(i,j)] for `count`
+  /// blocks of m x m: symmetric blocks mirrored from their upper triangles, converted to T,
+  /// in 64 x 64 tiles (a plain column-order mirror of a block larger than the cache was as
+  /// slow as the SYRKs that filled it). acc may be out's own storage (T = double, unit stride).
+  template <class T>
+  void emit_symmetric(const double* acc, double scale, VectorView<T> out, std::int64_t off, std::int64_t m,
+                      std::int64_t count) {
+    constexpr std::int64_t TB = 64;
+    for (std::int64_t b = 0; b < count; ++b) {
+      const std::int64_t o = off + b * m * m;
+      for (std::int64_t ib = 0; ib < m; ib += TB)
+        for (std::int64_t jb = ib; jb < m; jb += TB) {
+          const std::int64_t ie = ib + TB < m ? ib + TB : m, je = jb + TB < m ? jb + TB : m;
+          for (std::int64_t i = ib; i < ie; ++i)
+            for (std::int64_t j = (jb > i ? jb : i); j < je; ++j) {
+              const T v = T(acc[o + i * m + j] * scale);
+              out[o + i * m + j] = v;
+              out[o + j * m + i] = v;
+            }
+        }
+    }
+  }
+
+  /// Copy n values of executor memory to the host.
+  template <class T>
+  void to_host(T* dst, const T* src, std::int64_t n) {
+    for (std::int64_t i = 0; i < n; ++i) dst[i] = src[i];
+  }
+
+ private:
+  /// The upper triangle of blk (k x k, float64) += alpha * the Gram of `rows` rows of A (in T).
+  template <class T>
+  void syrk_into(double* blk, std::int64_t k, std::int64_t rows, T alpha, const T* A, std::vector<T>& tmp) {
+    if constexpr (std::is_same_v<T, double>) {
+      blas::syrk_rows(k, rows, alpha, A, k, T(1), blk, k);
+    } else {
+      tmp.resize(static_cast<size_t>(k * k));
+      blas::syrk_rows(k, rows, alpha, A, k, T(0), tmp.data(), k);
+      for (std::int64_t i = 0; i < k; ++i)
+        for (std::int64_t j = i; j < k; ++j) blk[i * k + j] += double(tmp[i * k + j]);
+    }
+  }
+
+  template <class T>
+  std::vector<T>& scratch(int i) {
+    if constexpr (std::is_same_v<T, double>) return scratch_d_[i];
+    else return scratch_f_[i];
+  }
+  std::vector<double> scratch_d_[3];
+  std::vector<float> scratch_f_[3];
+};
+
+}  // namespace fisherkit::cpu

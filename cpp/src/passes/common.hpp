@@ -1,0 +1,236 @@
+// What every pass shares: argument checks that run on the executor, the one chunk loop
+// (one budget policy, one interrupt checkpoint), and the accumulation helpers.
+//
+// The passes (this folder) are written once against an executor X: cpu/host_exec.hpp for
+// the CPU (OpenMP loops, OpenBLAS, the host's coarse primitives) and cuda/exec.cuh for the
+// GPU (kernels, cuBLAS). An executor gives workspace buffers (Buf), element loops (for_each,
+// for_2d), a search (first_if), GEMMs, and a few coarse primitives each backend implements
+// its own way (syrk, unit_gram, bias_activation, emit_symmetric). Loop bodies are
+// FISHERKIT_LAMBDAs that capture values and pointers only (never `this`), and their element
+// maths is detail/*.hpp, shared by both backends. nvcc forbids an extended lambda inside a
+// function template instantiated with a lambda type, so the bodies live in functions whose
+// template parameters are the executor and the element type only.
+//
+// Private to the core library.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "fisherkit/accumulate.hpp"
+#include "fisherkit/detail/hd.hpp"
+#include "fisherkit/detail/math.hpp"
+#include "fisherkit/monitor.hpp"
+
+namespace fisherkit::passes {
+
+using i64 = std::int64_t;
+
+template <class X, class T>
+using Buf = typename X::template Buf<T>;
+
+// ------------------------------------------------------------------ checks
+
+/// Every value of m is finite; names the argument and the first bad entry.
+template <class X, class T>
+void check_finite(X& x, MatrixView<const T> m, const char* name) {
+  const i64 cols = m.cols;
+  if (m.rows == 0 || cols == 0) return;
+  const i64 bad = x.first_if(m.rows * cols, [=] FISHERKIT_LAMBDA(i64 i) {
+    return !detail::fk_isfinite(m(i / cols, i % cols));
+  });
+  FISHERKIT_CHECK(bad < 0, "argument '", name, "' contains NaN or Inf (first at [", bad / cols, ", ",
+                  bad % cols, "])");
+}
+
+template <class X, class V>
+void check_on(const V& v, const char* name) {
+  FISHERKIT_CHECK(v.device == X::device, "argument '", name, "' is in ",
+                  v.device == Device::cuda ? "GPU" : "host", " memory, but this computation runs in ",
+                  X::device == Device::cuda ? "GPU" : "host", " memory (where the MLP's weights are)");
+}
+
+/// Inputs X: on the executor's device with the weights, at least one row, width n_0,
+/// unit column stride (no device work).
+template <class X, class T>
+void check_layout(const Mlp<T>& mlp, MatrixView<const T> Xm, const char* name) {
+  check_on<X>(Xm, name);
+  FISHERKIT_CHECK(Xm.device == mlp.device(), "argument '", name, "' is in ",
+                  Xm.device == Device::cuda ? "GPU" : "host", " memory but the MLP's weights are in ",
+                  mlp.device() == Device::cuda ? "GPU" : "host", " memory; put both on one device");
+  FISHERKIT_CHECK(Xm.rows > 0, "argument '", name, "' is an empty batch (0 rows)");
+  FISHERKIT_CHECK(Xm.cols == mlp.input_dim(), "argument '", name, "' must have ", mlp.input_dim(),
+                  " columns (the MLP's input width), got ", Xm.cols);
+  detail::check_rows_unit_stride(Xm, name);
+}
+
+template <class X, class T>
+void check_label_layout(const Head& head, MatrixView<const T> y, i64 N, i64 C, const char* name) {
+  check_on<X>(y, name);
+  fisherkit::check_label_layout(head, y, N, C, name);
+}
+
+/// After every layout check: start the executor, then check values on the device: X and
+/// the weights finite, and (labels_of != nullptr) the labels in the head's support.
+template <class X, class T>
+void check_values(X& x, const Mlp<T>& mlp, MatrixView<const T> Xm, const Head* labels_of = nullptr,
+                  MatrixView<const T> y = {}) {
+  x.start();
+  x.check_device_of(Xm.data, "X");
+  x.check_device_of(mlp.layer(1).weight.data, "layers[0].weight");
+  check_finite(x, Xm, "X");
+  for (i64 l = 1; l <= mlp.n_layers(); ++l) {
+    const auto& W = mlp.layer(l).weight;
+    const auto& b = mlp.layer(l).bias;
+    const std::string wn = "layers[" + std::to_string(l - 1) + "].weight";
+    const std::string bn = "layers[" + std::to_string(l - 1) + "].bias";
+    check_finite(x, W, wn.c_str());
+    if (mlp.has_bias(l))
+      check_finite(x, MatrixView<const T>{b.data, b.size, 1, b.stride, 1, b.device}, bn.c_str());
+  }
+  if (!labels_of) return;
+  const HeadKind kind = labels_of->kind;
+  const i64 C = mlp.output_dim();
+  const i64 bad = x.first_if(y.rows, [=] FISHERKIT_LAMBDA(i64 n) {
+    return !detail::head_label_valid(kind, y.row(n), C);
+  });
+  if (bad >= 0) {
+    T first;
+    x.to_host(&first, y.row(bad), 1);
+    fail_label(*labels_of, "y", bad, double(first), C);
+  }
+}
+
+/// The layout checks of a pass over labelled data: X with the weights, the head, y, out.
+template <class X, class T, class Out>
+void check_labelled(const Mlp<T>& mlp, const Head& head, MatrixView<const T> Xm, MatrixView<const T> y,
+                    const Out& out) {
+  check_layout<X>(mlp, Xm, "X");
+  check_head(head, mlp.output_dim());
+  check_label_layout<X>(head, y, Xm.rows, mlp.output_dim(), "y");
+  check_on<X>(out, "out");
+}
+
+// ------------------------------------------------------------------ the chunk loop
+
+template <class T>
+i64 sum_widths(const Mlp<T>& m) {
+  i64 s = 0;
+  for (auto w : m.widths()) s += w;
+  return s;
+}
+template <class T>
+i64 max_width(const Mlp<T>& m) {
+  return *std::max_element(m.widths().begin(), m.widths().end());
+}
+
+/// Inputs per chunk: `requested` when > 0 (at most n), else as many as fit X::chunk_budget
+/// bytes (times `budget_scale`) of per-chunk workspace at `per_sample` bytes an input,
+/// between 16 and X::chunk_cap.
+template <class X>
+i64 chunk_size(i64 requested, i64 n, i64 per_sample, i64 budget_scale = 1) {
+  if (requested > 0) return std::max<i64>(1, std::min(requested, std::max<i64>(n, 1)));
+  const i64 c = X::chunk_budget * budget_scale / std::max<i64>(per_sample, 1);
+  return std::max<i64>(16, std::min<i64>({c, X::chunk_cap, std::max<i64>(n, 1)}));
+}
+
+/// The loop every pass runs: body(s0, n) for consecutive chunks [s0, s0 + n) of the N
+/// inputs, of chunk_size(...) inputs. Before the first chunk and after each one the current
+/// Monitor (monitor.hpp) is told the progress and may stop the call (a pending Ctrl-C in
+/// Python).
+template <class X, class Body>
+void for_chunks(i64 N, i64 chunk, Body&& body) {
+  detail::checkpoint(0, N);
+  for (i64 s0 = 0; s0 < N; s0 += chunk) {
+    const i64 n = std::min(chunk, N - s0);
+    body(s0, n);
+    detail::checkpoint(s0 + n, N);
+  }
+}
+
+// ------------------------------------------------------------------ accumulation
+
+/// acc[i / cols, i % cols] (leading dimension ld_acc) += t[i], i < rows * cols; only the
+/// upper triangle (j >= i) when `upper`.
+template <class X, class T>
+void add_into(X& x, double* acc, const T* t, i64 rows, i64 cols, i64 ld_acc, bool upper = false) {
+  x.for_2d(rows, cols, [=] FISHERKIT_LAMBDA(i64 i, i64 j) {
+    if (!upper || j >= i) acc[i * ld_acc + j] += double(t[i * cols + j]);
+  });
+}
+
+/// acc (float64, executor memory) += the rows x cols result of `call(dst, ld, beta)`
+/// computed in T: straight into acc for double (beta = 1), through the T scratch for float.
+/// `upper`: only the upper triangle is meaningful (a SYRK), so only it is added.
+template <class X, class T, class Call>
+void accumulate(X& x, double* acc, i64 rows, i64 cols, i64 ld_acc, Buf<X, T>& tmp, Call&& call,
+                bool upper = false) {
+  if constexpr (std::is_same_v<T, double>) {
+    call(acc, ld_acc, T(1));
+  } else {
+    tmp.resize(rows * cols);
+    call(tmp.data(), cols, T(0));
+    add_into(x, acc, static_cast<const T*>(tmp.data()), rows, cols, ld_acc, upper);
+  }
+}
+
+/// B (n x k) = abar^power, abar = (a, 1) the augmented input of a layer with a bias, a
+/// without (k = ni + bias); power 1, 2 or 4.
+template <class X, class T>
+void augmented(X& x, const T* A, i64 lda, i64 n, i64 ni, bool bias, int power, Buf<X, T>& B) {
+  const i64 k = ni + (bias ? 1 : 0);
+  B.resize(n * k);
+  T* bp = B.data();
+  x.for_2d(n, k, [=] FISHERKIT_LAMBDA(i64 s, i64 j) {
+    T v = j < ni ? A[s * lda + j] : T(1);
+    if (power >= 2) v = v * v;
+    if (power == 4) v = v * v;
+    bp[s * k + j] = v;
+  });
+}
+
+/// One layer's diagonal-shaped sums: acc[u ni + j] += sum_s w[s,u] B[s,j] for j < ni, and
+/// acc[no ni + u] += sum_s w[s,u] B[s,ni] for the bias column (when k > ni). w: n x no (row
+/// stride ldw), B: n x k. Two GEMMs (the bias column is its own GEMM with one column).
+template <class X, class T>
+void accumulate_diag(X& x, double* acc, const T* w, i64 ldw, i64 no, const T* B, i64 n, i64 ni, i64 k,
+                     Buf<X, T>& tmp) {
+  accumulate<X, T>(x, acc, no, ni, ni, tmp, [&](auto* dst, i64 ld, T beta) {
+    x.gemm(true, false, no, ni, n, T(1), w, ldw, B, k, beta, dst, ld);
+  });
+  if (k > ni)
+    accumulate<X, T>(x, acc + no * ni, no, 1, 1, tmp, [&](auto* dst, i64 ld, T beta) {
+      x.gemm(true, false, no, 1, n, T(1), w, ldw, B + ni, k, beta, dst, ld);
+    });
+}
+
+/// Zeroed float64 accumulator of `size` values in executor memory.
+template <class X>
+double* zeroed(X& x, Buf<X, double>& acc, i64 size) {
+  acc.resize(size);
+  double* p = acc.data();
+  x.for_each(size, [=] FISHERKIT_LAMBDA(i64 i) { p[i] = 0.0; });
+  return p;
+}
+
+/// p[0 .. n) = 0 (nothing when p is null).
+template <class X>
+void zero(X& x, double* p, i64 n) {
+  if (p) x.for_each(n, [=] FISHERKIT_LAMBDA(i64 i) { p[i] = 0.0; });
+}
+
+/// dst[0 .. n) = src[0 .. n) (executor memory).
+template <class X, class T>
+void copy_values(X& x, T* dst, const T* src, i64 n) {
+  x.for_each(n, [=] FISHERKIT_LAMBDA(i64 i) { dst[i] = src[i]; });
+}
+
+/// out[i] = T(acc[i] * scale), i < size.
+template <class X, class T>
+void emit_scaled(X& x, const double* acc, double scale, VectorView<T> out, i64 size) {
+  x.for_each(size, [=] FISHERKIT_LAMBDA(i64 i) { out[i] = T(acc[i] * scale); });
+}
+
+}  // namespace fisherkit::passes

@@ -1,0 +1,284 @@
+// The per-sample passes of mlp.hpp written once: forward, log-likelihood, per-sample
+// gradients, the batch NLL gradient, output Jacobians, JVPs and Fisher-vector products.
+#pragma once
+#include "fisherkit/detail/heads.hpp"
+#include "network.hpp"
+
+namespace fisherkit::passes {
+
+/// Rows of parameter-gradient form: for each of `rows` backward rows r (row r of sample
+/// r / M), the layer's block D_l[r] (x) abar_{r / M} written at
+/// base + (r / M) ld + (r % M) mstride: weights u * ni + j, then the biases (when `bias`).
+template <class X, class T>
+void outer_rows(X& x, T* base, i64 ld, i64 M, i64 mstride, const T* Dl, i64 rows, i64 no, const T* A, i64 lda,
+                i64 ni, bool bias) {
+  x.for_2d(rows * no, ni, [=] FISHERKIT_LAMBDA(i64 q, i64 j) {
+    const i64 r = q / no, u = q % no, s = r / M;
+    base[s * ld + (r % M) * mstride + u * ni + j] = Dl[q] * A[s * lda + j];
+  });
+  if (bias)
+    x.for_2d(rows, no, [=] FISHERKIT_LAMBDA(i64 r, i64 u) {
+      base[(r / M) * ld + (r % M) * mstride + no * ni + u] = Dl[r * no + u];
+    });
+}
+
+/// acc (layer l's P_l values, float64) += sum over the n rows r of D_l[r] (x) abar_r: the
+/// weights by one GEMM D^T A, the biases by one GEMM against a column of ones.
+template <class X, class T>
+void accumulate_vjp(X& x, double* acc, const T* Dl, i64 ldd, i64 no, const T* A, i64 lda, i64 n, i64 ni,
+                    bool bias, Buf<X, T>& ones, Buf<X, T>& tmp) {
+  accumulate<X, T>(x, acc, no, ni, ni, tmp, [&](auto* dst, i64 ld, T beta) {
+    x.gemm(true, false, no, ni, n, T(1), Dl, ldd, A, lda, beta, dst, ld);
+  });
+  if (!bias) return;
+  ones.resize(n);
+  T* o = ones.data();
+  x.for_each(n, [=] FISHERKIT_LAMBDA(i64 i) { o[i] = T(1); });
+  accumulate<X, T>(x, acc + no * ni, no, 1, 1, tmp, [&](auto* dst, i64 ld, T beta) {
+    x.gemm(true, false, no, 1, n, T(1), Dl, ldd, static_cast<const T*>(ones.data()), 1, beta, dst, ld);
+  });
+}
+
+template <class X, class T>
+void copy_rows(X& x, MatrixView<T> out, i64 r0, const T* src, i64 n, i64 C) {
+  x.for_2d(n, C, [=] FISHERKIT_LAMBDA(i64 s, i64 c) { out.row(r0 + s)[c] = src[s * C + c]; });
+}
+
+template <class X, class T>
+void forward_pass(X& x, const Mlp<T>& mlp, MatrixView<const T> Xm, MatrixView<T> out, i64 chunk) {
+  check_layout<X>(mlp, Xm, "X");
+  check_on<X>(out, "out");
+  detail::check_shape(out, Xm.rows, mlp.output_dim(), "out");
+  detail::check_rows_unit_stride(out, "out");
+  const i64 N = Xm.rows, C = mlp.output_dim(), L = mlp.n_layers();
+  chunk = chunk_size<X>(chunk, N, static_cast<i64>(sizeof(T)) * 3 * sum_widths(mlp));
+  check_values(x, mlp, Xm);
+  Forward<X, T> f(x, L);
+  for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
+    forward(x, mlp, Xm.rows_slice(s0, n), f, false, false, s0);
+    copy_rows(x, out, s0, f.h(), n, C);
+  });
+}
+
+template <class X, class T>
+void log_likelihood_rows(X& x, const Head& head, const T* h, MatrixView<const T> y, VectorView<T> out, i64 s0,
+                         i64 n, i64 C) {
+  const HeadKind kind = head.kind;
+  const T sig = T(head.sigma);
+  x.for_each(n, [=] FISHERKIT_LAMBDA(i64 s) {
+    out[s0 + s] = detail::head_log_likelihood(kind, sig, h + s * C, y.row(s0 + s), C);
+  });
+}
+
+template <class X, class T>
+void log_likelihood_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> Xm,
+                         MatrixView<const T> y, VectorView<T> out, i64 chunk) {
+  check_labelled<X>(mlp, head, Xm, y, out);
+  FISHERKIT_CHECK(out.size == Xm.rows, "argument 'out' must have ", Xm.rows, " entries, got ", out.size);
+  const i64 N = Xm.rows, C = mlp.output_dim(), L = mlp.n_layers();
+  chunk = chunk_size<X>(chunk, N, static_cast<i64>(sizeof(T)) * 3 * sum_widths(mlp));
+  check_values(x, mlp, Xm, &head, y);
+  Forward<X, T> f(x, L);
+  for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
+    forward(x, mlp, Xm.rows_slice(s0, n), f, false, false, s0);
+    log_likelihood_rows(x, head, f.h(), y, out, s0, n, C);
+  });
+}
+
+/// The NLL residuals eta - t(y) of the chunk's outputs h into rows m0 of M rows per sample
+/// of D (n*M x C), and nll (n) = -log p(y|x) when not null.
+template <class X, class T>
+void residual_rows(X& x, const Head& head, const T* h, MatrixView<const T> yc, T* D, i64 M, i64 m0, T* nll,
+                   i64 n, i64 C) {
+  const HeadKind kind = head.kind;
+  const T sig = T(head.sigma);
+  x.for_each(n, [=] FISHERKIT_LAMBDA(i64 s) {
+    detail::head_residual(kind, sig, h + s * C, yc.row(s), C, D + (s * M + m0) * C);
+    if (nll) nll[s] = -detail::head_log_likelihood(kind, sig, h + s * C, yc.row(s), C);
+  });
+}
+
+/// Sum of n values of executor memory, in double on the host.
+template <class X, class T>
+double host_sum(X& x, const T* v, i64 n, std::vector<T>& scratch) {
+  scratch.resize(static_cast<size_t>(n));
+  x.to_host(scratch.data(), v, n);
+  double s = 0.0;
+  for (const T e : scratch) s += double(e);
+  return s;
+}
+
+template <class X, class T>
+void per_sample_grads_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> Xm,
+                           MatrixView<const T> y, MatrixView<T> out, i64 chunk) {
+  check_labelled<X>(mlp, head, Xm, y, out);
+  detail::check_shape(out, Xm.rows, mlp.n_params(), "out");
+  detail::check_rows_unit_stride(out, "out");
+  const i64 N = Xm.rows, L = mlp.n_layers(), C = mlp.output_dim();
+  chunk = chunk_size<X>(chunk, N, static_cast<i64>(sizeof(T)) * (3 * sum_widths(mlp) + 2 * max_width(mlp)));
+  check_values(x, mlp, Xm, &head, y);
+  Forward<X, T> f(x, L);
+  Buf<X, T> D(x), buf(x);
+  for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
+    forward(x, mlp, Xm.rows_slice(s0, n), f, true, false, s0);
+    D.resize(n * C);
+    residual_rows(x, head, f.h(), y.rows_slice(s0, n), D.data(), 1, 0, static_cast<T*>(nullptr), n, C);
+    backward(x, mlp, f, D, buf, 1, [&](i64 l, const T* Dl) {
+      outer_rows(x, out.row(s0) + mlp.param_offset(l), out.row_stride, 1, 0, Dl, n, mlp.widths()[l], f.act(l - 1),
+                 f.act_ld(mlp, l - 1), mlp.widths()[l - 1], mlp.has_bias(l));
+    });
+  });
+}
+
+template <class X, class T>
+double nll_gradient_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> Xm,
+                         MatrixView<const T> y, VectorView<T> out, i64 chunk) {
+  check_labelled<X>(mlp, head, Xm, y, out);
+  const i64 P = mlp.n_params(), N = Xm.rows, L = mlp.n_layers(), C = mlp.output_dim();
+  FISHERKIT_CHECK(out.size == P, "argument 'out' must have ", P, " entries (the MLP's parameters), got ", out.size);
+  chunk = chunk_size<X>(chunk, N, static_cast<i64>(sizeof(T)) * (3 * sum_widths(mlp) + 2 * max_width(mlp)));
+  check_values(x, mlp, Xm, &head, y);
+  Forward<X, T> f(x, L);
+  Buf<X, T> D(x), buf(x), nll(x), tmp(x), ones(x);
+  Buf<X, double> accb(x);
+  double* acc = zeroed(x, accb, P);
+  std::vector<T> host;
+  double loss = 0.0;
+  for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
+    forward(x, mlp, Xm.rows_slice(s0, n), f, true, false, s0);
+    D.resize(n * C);
+    nll.resize(n);
+    residual_rows(x, head, f.h(), y.rows_slice(s0, n), D.data(), 1, 0, nll.data(), n, C);
+    loss += host_sum(x, static_cast<const T*>(nll.data()), n, host);
+    backward(x, mlp, f, D, buf, 1, [&](i64 l, const T* Dl) {
+      accumulate_vjp(x, acc + mlp.param_offset(l), Dl, mlp.widths()[l], mlp.widths()[l], f.act(l - 1),
+                     f.act_ld(mlp, l - 1), n, mlp.widths()[l - 1], mlp.has_bias(l), ones, tmp);
+    });
+  });
+  emit_scaled(x, acc, 1.0 / double(N), out, P);
+  return loss / double(N);
+}
+
+template <class X, class T>
+void output_jacobian_pass(X& x, const Mlp<T>& mlp, MatrixView<const T> Xm, MatrixView<T> out, i64 chunk) {
+  check_layout<X>(mlp, Xm, "X");
+  const i64 N = Xm.rows, C = mlp.output_dim(), P = mlp.n_params(), L = mlp.n_layers();
+  check_on<X>(out, "out");
+  detail::check_shape(out, N, C * P, "out");
+  detail::check_rows_unit_stride(out, "out");
+  chunk = chunk_size<X>(chunk, N, static_cast<i64>(sizeof(T)) * (3 * sum_widths(mlp) + 2 * C * max_width(mlp)));
+  check_values(x, mlp, Xm);
+  Forward<X, T> f(x, L);
+  Buf<X, T> D(x), buf(x);
+  for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
+    forward(x, mlp, Xm.rows_slice(s0, n), f, true, false, s0);
+    D.resize(n * C * C);
+    T* dp = D.data();
+    x.for_2d(n * C, C, [=] FISHERKIT_LAMBDA(i64 r, i64 c) { dp[r * C + c] = r % C == c ? T(1) : T(0); });
+    backward(x, mlp, f, D, buf, C, [&](i64 l, const T* Dl) {
+      outer_rows(x, out.row(s0) + mlp.param_offset(l), out.row_stride, C, P, Dl, n * C, mlp.widths()[l],
+                 f.act(l - 1), f.act_ld(mlp, l - 1), mlp.widths()[l - 1], mlp.has_bias(l));
+    });
+  });
+}
+
+/// A direction v (P values, contiguous, finite) for the tangent passes.
+template <class X, class T>
+void check_direction(X& x, const Mlp<T>& mlp, MatrixView<const T> V, const char* name) {
+  check_on<X>(V, name);
+  FISHERKIT_CHECK(V.rows == mlp.n_params(), "argument '", name, "' must have ", mlp.n_params(),
+                  " rows (one per parameter), got ", V.rows);
+  FISHERKIT_CHECK(V.cols >= 1, "argument '", name, "' must have at least one column");
+  check_finite(x, V, name);
+}
+
+template <class X, class T>
+void jvp_pass(X& x, const Mlp<T>& mlp, MatrixView<const T> Xm, VectorView<const T> v, MatrixView<T> out1,
+              MatrixView<T> out2, i64 chunk) {
+  check_layout<X>(mlp, Xm, "X");
+  const i64 N = Xm.rows, C = mlp.output_dim(), P = mlp.n_params(), L = mlp.n_layers();
+  const bool second = out2.data != nullptr;
+  check_on<X>(out1, "out1");
+  detail::check_shape(out1, N, C, "out1");
+  detail::check_rows_unit_stride(out1, "out1");
+  if (second) {
+    check_on<X>(out2, "out2");
+    detail::check_shape(out2, N, C, "out2");
+    detail::check_rows_unit_stride(out2, "out2");
+  }
+  FISHERKIT_CHECK(v.size == P, "argument 'v' must have ", P, " entries (one per parameter), got ", v.size);
+  FISHERKIT_CHECK(v.stride == 1, "argument 'v' must be contiguous");
+  chunk = chunk_size<X>(chunk, N, static_cast<i64>(sizeof(T)) * 8 * sum_widths(mlp));
+  check_values(x, mlp, Xm);
+  check_direction(x, mlp, MatrixView<const T>{v.data, P, 1, 1, 1, v.device}, "v");
+  Forward<X, T> f(x, L);
+  Tangent<X, T> t(x);
+  Buf<X, T> d(x), dd(x);
+  for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
+    forward(x, mlp, Xm.rows_slice(s0, n), f, true, second, s0);
+    tangent(x, mlp, f, v.data, 1, t, d, second ? &dd : static_cast<Buf<X, T>*>(nullptr));
+    copy_rows(x, out1, s0, static_cast<const T*>(d.data()), n, C);
+    if (second) copy_rows(x, out2, s0, static_cast<const T*>(dd.data()), n, C);
+  });
+}
+
+/// D (n*K x C), row s*K + j = I(h_s) d[j*n + s]: the head's covariance applied to the
+/// tangents of direction j (cov: n x C*C scratch).
+template <class X, class T>
+void covariance_times(X& x, const Head& head, const T* h, const T* d, T* D, T* cov, i64 n, i64 K, i64 C) {
+  const HeadKind kind = head.kind;
+  const T sig = T(head.sigma);
+  x.for_each(n, [=] FISHERKIT_LAMBDA(i64 s) { detail::head_covariance(kind, sig, h + s * C, C, cov + s * C * C); });
+  x.for_2d(n * K, C, [=] FISHERKIT_LAMBDA(i64 r, i64 a) {
+    const i64 s = r / K, j = r % K;
+    const T* I = cov + s * C * C + a * C;
+    const T* dj = d + (j * n + s) * C;
+    T acc = T(0);
+    for (i64 b = 0; b < C; ++b) acc += I[b] * dj[b];
+    D[r * C + a] = acc;
+  });
+}
+
+template <class X, class T>
+void fisher_vector_product_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> Xm, MatrixView<const T> V,
+              MatrixView<T> out, i64 chunk) {
+  check_layout<X>(mlp, Xm, "X");
+  check_head(head, mlp.output_dim());
+  const i64 N = Xm.rows, C = mlp.output_dim(), P = mlp.n_params(), L = mlp.n_layers(), K = V.cols;
+  check_on<X>(out, "out");
+  detail::check_shape(out, P, K, "out");
+  check_values(x, mlp, Xm);
+  check_direction(x, mlp, V, "V");
+  chunk = chunk_size<X>(chunk, N, static_cast<i64>(sizeof(T)) * (3 * sum_widths(mlp) + 6 * K * max_width(mlp) +
+                                                                 C * C));
+  // the directions as K contiguous rows of P values
+  Buf<X, T> Vt(x);
+  Vt.resize(K * P);
+  {
+    T* vt = Vt.data();
+    x.for_2d(K, P, [=] FISHERKIT_LAMBDA(i64 j, i64 i) { vt[j * P + i] = V(i, j); });
+  }
+  Forward<X, T> f(x, L);
+  Tangent<X, T> t(x);
+  Buf<X, T> d(x), D(x), buf(x), cov(x), tmp(x), ones(x);
+  Buf<X, double> accb(x);
+  double* acc = zeroed(x, accb, K * P);  // row j: the product with direction j
+  for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
+    forward(x, mlp, Xm.rows_slice(s0, n), f, true, false, s0);
+    tangent(x, mlp, f, static_cast<const T*>(Vt.data()), K, t, d, static_cast<Buf<X, T>*>(nullptr));
+    D.resize(n * K * C);
+    cov.resize(n * C * C);
+    covariance_times(x, head, f.h(), static_cast<const T*>(d.data()), D.data(), cov.data(), n, K, C);
+    backward(x, mlp, f, D, buf, K, [&](i64 l, const T* Dl) {
+      const i64 no = mlp.widths()[l];
+      for (i64 j = 0; j < K; ++j)
+        accumulate_vjp(x, acc + j * P + mlp.param_offset(l), Dl + j * no, K * no, no, f.act(l - 1),
+                       f.act_ld(mlp, l - 1), n, mlp.widths()[l - 1], mlp.has_bias(l), ones, tmp);
+    });
+  });
+  const double scale = 1.0 / double(N);
+  const double* a = acc;
+  x.for_2d(P, K, [=] FISHERKIT_LAMBDA(i64 i, i64 j) { out(i, j) = T(a[j * P + i] * scale); });
+}
+
+}  // namespace fisherkit::passes
