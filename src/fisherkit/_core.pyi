@@ -4,7 +4,7 @@ fisherkit's compiled core (private; use the fisherkit package)
 from __future__ import annotations
 import collections.abc
 import typing
-__all__: list[str] = ['blas_name', 'cublas_library', 'cuda_compiled', 'cuda_device_count', 'dpr2_inverse', 'dpr2_solve', 'fisher', 'fisher_vector_product', 'forward', 'head_covariance', 'head_fourth_moment', 'head_layer_block', 'head_log_likelihood', 'head_mean', 'head_quadratic', 'head_sample', 'head_spectral_constants', 'head_third_cumulant', 'head_unit_scalars', 'jvp', 'log_likelihood', 'nll_gradient', 'num_threads', 'openmp_enabled', 'output_hessians', 'output_jacobian', 'per_sample_grads', 'rank1_solve', 'rankb_solve', 'set_num_threads', 'unit_row_combine', 'unit_row_reductions', 'variance_sum', 'version']
+__all__: list[str] = ['blas_name', 'cublas_library', 'cuda_compiled', 'cuda_device_count', 'dpr2_inverse', 'dpr2_rows_solve', 'dpr2_solve', 'fisher', 'fisher_vector_product', 'forward', 'head_covariance', 'head_fourth_moment', 'head_layer_block', 'head_log_likelihood', 'head_mean', 'head_quadratic', 'head_sample', 'head_spectral_constants', 'head_third_cumulant', 'head_unit_scalars', 'jvp', 'layout', 'log_likelihood', 'nll_gradient', 'num_threads', 'openmp_enabled', 'output_gram', 'output_hessians', 'output_jacobian', 'per_sample_grads', 'quasi_diagonal_solve', 'rank1_solve', 'rankb_solve', 'set_num_threads', 'unit_block_solve', 'unit_sample_space_solve', 'unit_statistics', 'variance_sum', 'version']
 def blas_name() -> str:
     ...
 def cublas_library() -> str:
@@ -15,11 +15,15 @@ def cuda_device_count() -> int:
     ...
 def dpr2_inverse(d: typing.Any, U: typing.Any, S: typing.Any, damping: typing.SupportsFloat | typing.SupportsIndex, out: typing.Any) -> None:
     ...
+def dpr2_rows_solve(a: typing.Any, W: typing.Any, S: typing.Any, q: typing.Any, rhs: typing.Any, out: typing.Any, ux: typing.Any) -> None:
+    """
+    Per row b: (a_b I + U S_b U^T) x = rhs_b - U q_b with U = [1, W_b]; out (B, n), ux (B, 2) = U^T x. float64.
+    """
 def dpr2_solve(d: typing.Any, U: typing.Any, S: typing.Any, rhs: typing.Any, k: typing.SupportsInt | typing.SupportsIndex, damping: typing.SupportsFloat | typing.SupportsIndex, out: typing.Any, status: typing.Any = None) -> None:
     ...
-def fisher(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, y: typing.Any, estimator: str, shape: str, samples: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, chunk: typing.SupportsInt | typing.SupportsIndex, index_offset: typing.SupportsInt | typing.SupportsIndex, out: typing.Any) -> None:
+def fisher(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, y: typing.Any, estimator: str, shape: str, samples: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, chunk: typing.SupportsInt | typing.SupportsIndex, index_offset: typing.SupportsInt | typing.SupportsIndex, out: typing.Any, progress: typing.Any = None) -> None:
     ...
-def fisher_vector_product(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, v: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+def fisher_vector_product(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, V: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0, progress: typing.Any = None) -> None:
     ...
 def forward(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], X: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     ...
@@ -57,6 +61,10 @@ def head_unit_scalars(head: str, sigma: typing.SupportsFloat | typing.SupportsIn
     """
 def jvp(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], X: typing.Any, v: typing.Any, out1: typing.Any, out2: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     ...
+def layout(n_out: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], n_in: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], bias: collections.abc.Sequence[bool]) -> dict:
+    """
+    The flat parameter layout (layout.hpp): n_params, per layer param_offset and unit_width (n_in + bias), and per shape the result size and each layer's offset.
+    """
 def log_likelihood(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, y: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     ...
 def nll_gradient(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, y: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0) -> float:
@@ -65,27 +73,37 @@ def num_threads() -> int:
     ...
 def openmp_enabled() -> bool:
     ...
-def output_hessians(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], X: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+def output_gram(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], X: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    ...
+def output_hessians(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], X: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0, progress: typing.Any = None) -> None:
     ...
 def output_jacobian(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], X: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     ...
-def per_sample_grads(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, y: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+def per_sample_grads(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, y: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0, progress: typing.Any = None) -> None:
     ...
+def quasi_diagonal_solve(m00: typing.Any, m0i: typing.Any, mii: typing.Any, gW: typing.Any, gb: typing.Any, damping: typing.SupportsFloat | typing.SupportsIndex, dW: typing.Any, db: typing.Any) -> None:
+    """
+    Ollivier's quasi-diagonal update (m0i None: the diagonal update). float64.
+    """
 def rank1_solve(psi: typing.Any, g: typing.Any, damping: typing.SupportsFloat | typing.SupportsIndex, out: typing.Any) -> None:
     ...
 def rankb_solve(Psi: typing.Any, g: typing.Any, damping: typing.SupportsFloat | typing.SupportsIndex, out: typing.Any) -> None:
     ...
 def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
-def unit_row_combine(G: typing.Any, W: typing.Any, coef: typing.Any, out: typing.Any) -> None:
+def unit_block_solve(blocks: typing.Any, rhs: typing.Any, damping: typing.SupportsFloat | typing.SupportsIndex, out: typing.Any, nrhs: typing.SupportsInt | typing.SupportsIndex = 1, status: typing.Any = None) -> None:
     """
-    out (m, n) = coef[:, 0:1] * G + coef[:, 1:2] * W + coef[:, 2:3]; coef: (m, 3) float64.
+    (blocks + damping I)^-1 rhs per block by Cholesky; blocks (B, k*k), rhs/out (B, k*nrhs), float64.
     """
-def unit_row_reductions(W: typing.Any, G: typing.Any, out: typing.Any) -> None:
+def unit_sample_space_solve(xt: typing.Any, g2: typing.Any, rhs: typing.Any, damping: typing.SupportsFloat | typing.SupportsIndex, out: typing.Any) -> None:
     """
-    out (m, 4) float64 = per row [sum W^2, sum W, sum W*G, sum G]; W, G: (m, n).
+    Exact unit blocks in sample space: xt (N, k), g2 (N, m), rhs/out (m, k), float64.
     """
-def variance_sum(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, which: str, shape: str, chunk: typing.SupportsInt | typing.SupportsIndex, out: typing.Any) -> None:
+def unit_statistics(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, y: typing.Any, metric: str, samples: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, index_offset: typing.SupportsInt | typing.SupportsIndex, chunk: typing.SupportsInt | typing.SupportsIndex, layers: list, grad: typing.Any, progress: typing.Any = None) -> float:
+    """
+    Per-layer unit statistics (natgrad.hpp): `layers` is one dict per layer of preallocated outputs (keys inputs, g2, b2, rows of the model's dtype; g2_sum, b2_sum, x_sum, x_sq, x_gram, qd1, qd2, blocks in float64). With `grad` (P values) also the mean-NLL gradient; returns the mean NLL (0 without grad).
+    """
+def variance_sum(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, which: str, shape: str, chunk: typing.SupportsInt | typing.SupportsIndex, out: typing.Any, progress: typing.Any = None) -> None:
     ...
 def version() -> str:
     ...

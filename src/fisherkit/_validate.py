@@ -93,13 +93,49 @@ def format_bytes(n: int) -> str:
     return f"{n} bytes"
 
 
+def as_int(value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """A count or index: a Python or NumPy integer (not a bool, a float or a string), within
+    [minimum, maximum]; else TypeError / ValueError naming the argument."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"argument '{name}' must be an integer, got {type(value).__name__} {value!r}")
+    v = int(value)
+    if minimum is not None and v < minimum:
+        raise ValueError(f"argument '{name}' must be >= {minimum}, got {v}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"argument '{name}' must be <= {maximum}, got {v}")
+    return v
+
+
 def as_chunk(chunk: Any) -> int:
     """A chunk size: a non-negative integer (0 or None: automatic)."""
     if chunk is None:
         return 0
-    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)):
-        raise TypeError(f"argument 'chunk' must be an integer, got {type(chunk).__name__}")
-    chunk = int(chunk)
-    if chunk < 0 or chunk > 2**40:
-        raise ValueError(f"argument 'chunk' must be between 0 (automatic) and 2**40, got {chunk}")
-    return chunk
+    return as_int(chunk, "chunk", minimum=0, maximum=2**40)
+
+
+def as_samples(samples: Any) -> int:
+    """Label draws per input: an integer >= 1."""
+    return as_int(samples, "samples", minimum=1, maximum=2**31 - 1)
+
+
+def as_index_offset(offset: Any) -> int:
+    """Global index of the first input row: an integer in [0, 2**63)."""
+    return as_int(offset, "index_offset", minimum=0, maximum=2**63 - 1)
+
+
+def as_real(value: Any, name: str, *, minimum: float | None = None, strict: bool = False) -> float:
+    """A finite real number (Python or NumPy number, not a bool or a string) >= minimum
+    (> minimum when strict)."""
+    if isinstance(value, (bool, np.bool_, str, bytes)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"argument '{name}' must be a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not np.isfinite(v):
+        raise ValueError(f"argument '{name}' must be finite, got {value!r}")
+    if minimum is not None and (v < minimum or (strict and v == minimum)):
+        raise ValueError(f"argument '{name}' must be {'>' if strict else '>='} {minimum}, got {value!r}")
+    return v
+
+
+def check_damping(damping: Any) -> float:
+    """Tikhonov damping: a finite real number >= 0."""
+    return as_real(damping, "damping", minimum=0.0)

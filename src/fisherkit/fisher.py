@@ -4,49 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 
 from . import heads as _heads
+from ._engine import ESTIMATORS, SHAPES, estimate
 from ._loader import _core
-from ._validate import as_chunk, check_fits
-from .matrices import Dense, Diagonal, FisherMatrix, LayerBlocks, UnitBlocks, _layer_geometry
-from .model import MLP
+from ._progress import reporter
+from ._validate import as_chunk, as_index_offset, as_samples
+from .matrices import FisherMatrix
+from .model import MLP, check_model
+from .variance.closed_form import standard_error
 
-ESTIMATORS = ("exact", "score", "hessian", "empirical")
-SHAPES = ("full", "layer", "unit", "diag")
-
-
-def result_size(sizes: list[int], shape: str) -> int:
-    """Number of values of the flat result of `shape` for layer widths `sizes`."""
-    geo = _layer_geometry(sizes)
-    if shape == "diag":
-        return sum(o * i + o for o, i, _ in geo)
-    if shape == "full":
-        p = sum(o * i + o for o, i, _ in geo)
-        return p * p
-    if shape == "unit":
-        return sum(o * (i + 1) ** 2 for o, i, _ in geo)
-    return sum((o * (i + 1)) ** 2 for o, i, _ in geo)
-
-
-def _wrap(flat: Any, sizes: list[int], shape: str, n: int, estimator: str) -> FisherMatrix:
-    if shape == "diag":
-        return Diagonal(flat, sizes, n, estimator)
-    if shape == "full":
-        p = int(round(flat.size ** 0.5))
-        return Dense(flat.reshape(p, p), sizes, n, estimator)
-    blocks, off = [], 0
-    for o, i, _ in _layer_geometry(sizes):
-        k = i + 1
-        if shape == "unit":
-            blocks.append(flat[off:off + o * k * k].reshape(o, k, k))
-            off += o * k * k
-        else:
-            d = o * k
-            blocks.append(flat[off:off + d * d].reshape(d, d))
-            off += d * d
-    cls = UnitBlocks if shape == "unit" else LayerBlocks
-    return cls(blocks, sizes, n, estimator)
+__all__ = ["fisher", "fisher_vector_product", "ESTIMATORS", "SHAPES"]
 
 
 def fisher(
@@ -62,6 +30,7 @@ def fisher(
     max_bytes: int | None = None,
     index_offset: int = 0,
     with_stderr: bool = False,
+    progress: Any = None,
 ) -> FisherMatrix | tuple[FisherMatrix, FisherMatrix]:
     """Estimate the Fisher information matrix of `model` over the inputs `X`.
 
@@ -99,21 +68,22 @@ def fisher(
         Also return the standard error of every entry: the square root of the closed-form
         fixed-input variance of this estimate (``fisherkit.variance``), in the same layout;
         zeros for "exact"; not available for "empirical".
+    progress : None, True or callable
+        Report progress between chunks: a callable taking (done, total) inputs, or True for a
+        progress bar (tqdm). Ctrl-C stops the computation at the next chunk in any case.
 
     Returns
     -------
     Dense, LayerBlocks, UnitBlocks or Diagonal, averaged over the N inputs (and draws);
     with ``with_stderr=True`` the pair (estimate, standard error).
     """
-    if not isinstance(model, MLP):
-        raise TypeError(f"argument 'model' must be a fisherkit.MLP, got {type(model).__name__}")
+    check_model(model)
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; expected one of {', '.join(ESTIMATORS)}")
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
-    samples = int(samples)
-    if samples < 1:
-        raise ValueError(f"argument 'samples' must be >= 1, got {samples}")
+    samples = as_samples(samples)
+    index_offset = as_index_offset(index_offset)
     if estimator == "empirical" and y is None:
         raise ValueError("the empirical estimator needs labels: pass y (or use estimator='exact')")
     if with_stderr and estimator == "empirical":
@@ -122,38 +92,30 @@ def fisher(
     if estimator != "empirical":
         y = None
     Xc, yc = model._inputs(X, y)
-    sizes = model.sizes
-    size = result_size(sizes, shape)
-    item = model.dtype.itemsize
-    extra = size * 8 if model.dtype == np.float32 else 0  # float64 accumulator
-    suggestion = ("use shape='unit' or shape='diag', which fit in memory"
-                  if shape in ("full", "layer") else "use shape='diag' or a smaller model")
-    check_fits(size * item + extra, f"the {shape!r} Fisher of {model.n_params} parameters", suggestion, max_bytes)
-    out = model.xp.empty(size, dtype=model.dtype)
-    _core.fisher(*model._core_args(), model.head, model.sigma, Xc, yc, estimator, shape, samples,
-                 _heads.resolve_seed(seed), as_chunk(chunk), int(index_offset), out)
-    result = _wrap(out, sizes, shape, Xc.shape[0], estimator)
+    with reporter(progress, f"fisher ({estimator}, {shape})") as cb:
+        result = estimate(model, Xc, yc, estimator, shape, samples, _heads.resolve_seed(seed), as_chunk(chunk),
+                          index_offset, max_bytes, cb)
     if not with_stderr:
         return result
-    from .variance import _stderr  # lazy: variance.py imports this module
-
-    return result, _stderr(model, Xc, estimator, shape, samples, chunk, max_bytes)
+    return result, standard_error(model, Xc, estimator, shape, samples, chunk, max_bytes)
 
 
 def fisher_vector_product(model: MLP, X: Any, v: Any, *, chunk: int | None = None) -> Any:
     """Exact Fisher times vectors: (1/N) sum_n J_n^T Cov(t|h_n) J_n v, streamed in the
-    compiled core (one tangent forward and one backward pass per chunk; no Jacobian and no
-    P x P matrix). `v` has shape (P,) or (P, k); the result has the same shape. This is the
-    Gauss-Newton/Fisher-vector product used by conjugate-gradient natural gradients."""
-    if not isinstance(model, MLP):
-        raise TypeError(f"argument 'model' must be a fisherkit.MLP, got {type(model).__name__}")
+    compiled core (one tangent forward pass along all k directions and one backward pass of
+    k rows per input, in a single pass over X; no Jacobian and no P x P matrix). `v` has
+    shape (P,) or (P, k); the result has the same shape. This is the Gauss-Newton/Fisher-vector
+    product used by conjugate-gradient natural gradients and Lanczos."""
+    check_model(model)
     Xc, _ = model._inputs(X)
     xp = model.xp
     V = xp.asarray(v)
-    if V.ndim == 2 and V.shape[0] == model.n_params:
-        cols = [fisher_vector_product(model, Xc, V[:, j], chunk=chunk) for j in range(V.shape[1])]
-        return xp.stack(cols, axis=1)
-    vc = model._direction(V)
-    out = xp.empty(model.n_params, dtype=model.dtype)
-    _core.fisher_vector_product(*model._core_args(), model.head, model.sigma, Xc, vc, out, as_chunk(chunk))
+    if V.ndim == 1:
+        return fisher_vector_product(model, Xc, V[:, None], chunk=chunk)[:, 0]
+    if V.ndim != 2 or V.shape[0] != model.n_params or V.shape[1] < 1:
+        raise ValueError(f"argument 'v' must have shape ({model.n_params},) or ({model.n_params}, k), "
+                         f"got {tuple(V.shape)}")
+    Vc = model._directions(V)
+    out = xp.empty(Vc.shape, dtype=model.dtype)
+    _core.fisher_vector_product(*model._core_args(), model.head, model.sigma, Xc, Vc, out, as_chunk(chunk))
     return out

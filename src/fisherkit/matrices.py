@@ -1,41 +1,67 @@
 """Matrix objects returned by :func:`fisherkit.fisher`: one class per shape.
 
 Every object holds the estimate *averaged* over its ``n_samples`` inputs, knows the
-model's layer widths, and offers the same operations: ``to_dense()``, ``diagonal()``,
+model's layout, and offers the same operations: ``to_dense()``, ``diagonal()``,
 ``mv(v)``, ``solve(v, damping)``, ``inverse(damping)``, ``trace()``, ``frobenius()``,
 ``eigvalsh()`` (per block for block shapes), ``merge(other)`` (exact, weighted by sample
 counts, for streaming and distributed sums) and ``blocks`` (arrays per block in the
 canonical order). Vectors are in the flat parameter order: per layer W_l row-major, then b_l.
+
+A result computed by fisherkit carries its :class:`Provenance` (what model, estimator,
+draws and input rows it comes from), and ``merge`` refuses results that do not belong
+together: other weights, head, activations, dtype, estimator, draws or seed, or input rows
+that overlap.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
 
 from ._backend import get_array_module
+from ._layout import Layout, layout_of, unit_index
+from ._loader import _core
+from ._validate import check_damping
+
+__all__ = ["Provenance", "FisherMatrix", "Dense", "LayerBlocks", "UnitBlocks", "Diagonal", "unit_index"]
 
 
-def _layer_geometry(sizes: Sequence[int]) -> list[tuple[int, int, int]]:
-    """(n_out, n_in, flat offset of W) per layer."""
-    out, off = [], 0
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        out.append((n_out, n_in, off))
-        off += n_out * n_in + n_out
-    return out
+@dataclass(frozen=True)
+class Provenance:
+    """What an estimate was computed from. ``model`` is a fingerprint of the weights, biases,
+    activations, head, sigma and dtype (``MLP.fingerprint()``); ``samples`` and ``seed`` the
+    label draws (None where the estimator draws none); ``rows`` the half-open ranges of global
+    input indices [start, stop) averaged over (from ``index_offset``)."""
 
+    model: str
+    estimator: str
+    samples: int | None
+    seed: int | None
+    dtype: str
+    rows: tuple[tuple[int, int], ...]
 
-def unit_index(sizes: Sequence[int]) -> list[Any]:
-    """Per layer an (n_out, n_in + 1) integer array: flat parameter index of each unit
-    block's entries (row u of W_l, then b_l[u])."""
-    idx = []
-    for n_out, n_in, off in _layer_geometry(sizes):
-        u = np.arange(n_out)[:, None]
-        j = np.arange(n_in)[None, :]
-        w = off + u * n_in + j
-        b = off + n_out * n_in + np.arange(n_out)[:, None]
-        idx.append(np.concatenate([w, b], axis=1))
-    return idx
+    def combined(self, other: "Provenance") -> "Provenance":
+        """The provenance of the merge of two estimates; ValueError saying why they cannot
+        be combined."""
+        for name, why in (("model", "different models (weights, biases, activations, head or sigma)"),
+                          ("estimator", "different estimators"), ("dtype", "different dtypes"),
+                          ("samples", "different numbers of draws per input"), ("seed", "different seeds")):
+            if getattr(self, name) != getattr(other, name):
+                raise ValueError(f"cannot merge estimates of {why}: {getattr(self, name)!r} vs "
+                                 f"{getattr(other, name)!r}")
+        rows = sorted(self.rows + other.rows)
+        for (a0, a1), (b0, b1) in zip(rows, rows[1:]):
+            if b0 < a1:
+                raise ValueError(f"cannot merge estimates over overlapping input rows [{a0}, {a1}) and [{b0}, {b1}): "
+                                 "each input must be counted once (pass index_offset for each chunk of a stream)")
+        merged: list[tuple[int, int]] = []
+        for r in rows:
+            if merged and merged[-1][1] == r[0]:
+                merged[-1] = (merged[-1][0], r[1])
+            else:
+                merged.append(r)
+        return replace(self, rows=tuple(merged))
 
 
 class FisherMatrix:
@@ -43,21 +69,24 @@ class FisherMatrix:
 
     shape_name = ""
 
-    def __init__(self, sizes: Sequence[int], n_samples: int, estimator: str, dtype: Any) -> None:
-        self.sizes = [int(s) for s in sizes]
+    def __init__(self, sizes: Sequence[int], n_samples: int, estimator: str, dtype: Any, *,
+                 bias: Sequence[bool] | None = None, provenance: Provenance | None = None) -> None:
+        self.layout: Layout = layout_of(sizes, bias)
+        self.sizes = list(self.layout.sizes)
         self.n_samples = int(n_samples)
         self.estimator = estimator
         self.dtype = np.dtype(dtype)
+        self.provenance = provenance
 
     @property
     def n_params(self) -> int:
-        return sum(o * i + o for o, i, _ in _layer_geometry(self.sizes))
+        return self.layout.n_params
 
     @property
     def xp(self) -> Any:
         return get_array_module(("blocks", self.blocks[0]))
 
-    # subclasses: blocks, to_dense, diagonal, mv, _solve_blocks, eigvalsh, _combine
+    # subclasses: blocks, to_dense, diagonal, mv, solve, inverse, eigvalsh, _with_blocks
     @property
     def blocks(self) -> list[Any]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -77,69 +106,82 @@ class FisherMatrix:
         v = xp.asarray(v)
         if v.shape[:1] != (self.n_params,) or v.ndim not in (1, 2):
             raise ValueError(f"argument '{name}' must have shape ({self.n_params},) or ({self.n_params}, k), got {tuple(v.shape)}")
+        if v.dtype.kind not in "fiu":
+            raise TypeError(f"argument '{name}' must be real numeric, got dtype {v.dtype}")
+        if not bool(xp.isfinite(v).all()):
+            raise ValueError(f"argument '{name}' contains NaN or Inf")
         return v
 
     def merge(self, other: "FisherMatrix") -> "FisherMatrix":
-        """The estimate over the union of both objects' inputs (weighted by n_samples)."""
+        """The estimate over the union of both objects' inputs (weighted by n_samples).
+        Refuses (ValueError, saying why) estimates of other models, estimators, dtypes or
+        draws, and estimates over overlapping input rows."""
         if type(other) is not type(self):
             raise TypeError(f"cannot merge {type(self).__name__} with {type(other).__name__}")
-        if other.sizes != self.sizes or other.estimator != self.estimator:
+        if (other.layout.sizes, other.layout.bias) != (self.layout.sizes, self.layout.bias) or other.estimator != self.estimator:
             raise ValueError("cannot merge estimates of different models or estimators "
                              f"({self.sizes}/{self.estimator} vs {other.sizes}/{other.estimator})")
+        if (self.provenance is None) != (other.provenance is None):
+            raise ValueError("cannot merge an estimate computed by fisherkit with one built by hand (no provenance)")
+        prov = None if self.provenance is None else self.provenance.combined(other.provenance)  # type: ignore[arg-type]
         n = self.n_samples + other.n_samples
         a, b = self.n_samples / n, other.n_samples / n
         blocks = [a * x + b * y for x, y in zip(self.blocks, other.blocks)]
-        return self._with_blocks(blocks, n)
+        out = self._with_blocks(blocks, n)
+        out.provenance = prov
+        return out
 
     def _with_blocks(self, blocks: list[Any], n: int) -> "FisherMatrix":  # pragma: no cover
         raise NotImplementedError
+
+    def _kw(self) -> dict[str, Any]:
+        return {"bias": self.layout.bias, "provenance": self.provenance}
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(estimator={self.estimator!r}, sizes={self.sizes}, "
                 f"n_params={self.n_params}, n_samples={self.n_samples}, dtype={self.dtype.name})")
 
 
-def _damped(blocks: Any, damping: float) -> Any:
-    if damping:
-        n = blocks.shape[-1]
-        xp = get_array_module(("blocks", blocks))
-        return blocks + damping * xp.eye(n, dtype=blocks.dtype)
-    return blocks
-
-
 def _cholesky_solve(blocks: Any, rhs: Any, damping: float, what: str) -> Any:
-    """Batched SPD solve of (blocks + damping I) x = rhs; names the first block that is not
-    positive definite."""
+    """Batched SPD solve of (blocks + damping I) x = rhs (blocks (B, k, k), rhs (B, k, m)) by
+    the compiled Cholesky kernel (NumPy) or cuSOLVER through CuPy; names the first block that
+    is not positive definite, with its smallest eigenvalue."""
     xp = get_array_module(("blocks", blocks))
-    A = _damped(blocks, damping)
-    try:
-        Lc = xp.linalg.cholesky(A)
-    except Exception as exc:  # numpy.linalg.LinAlgError / cupy equivalent
-        mins = xp.linalg.eigvalsh(A).min(axis=-1).reshape(-1)
-        bad = int(xp.argmax(mins <= 0)) if bool((mins <= 0).any()) else int(xp.argmin(mins))
-        raise ValueError(
-            f"{what} {bad} is not positive definite (smallest eigenvalue {float(mins[bad]):.3e}); "
-            "pass damping > 0"
-        ) from exc
-    # two triangular solves via a generic solve (batched, stable on the factor)
-    z = xp.linalg.solve(Lc, rhs)
-    return xp.linalg.solve(xp.swapaxes(Lc, -1, -2), z)
+    B, k = int(blocks.shape[0]), int(blocks.shape[-1])
+    m = int(rhs.shape[-1])
+    if xp is np:
+        A = np.ascontiguousarray(blocks, dtype=np.float64).reshape(B, k * k)
+        r = np.ascontiguousarray(rhs, dtype=np.float64).reshape(B, k * m)
+        out = np.empty_like(r)
+        status = np.zeros(B, dtype=np.int32)
+        _core.unit_block_solve(A, r, damping, out, m, status)
+        bad = np.flatnonzero(status)
+        x = out.reshape(B, k, m).astype(blocks.dtype, copy=False)
+    else:
+        A = blocks + damping * xp.eye(k, dtype=blocks.dtype)
+        try:
+            Lc = xp.linalg.cholesky(A)
+            x = xp.linalg.solve(xp.swapaxes(Lc, -1, -2), xp.linalg.solve(Lc, rhs))
+            bad = np.flatnonzero(~np.isfinite(xp.asnumpy(x)).reshape(B, -1).all(axis=1))
+        except Exception:  # cupy's LinAlgError
+            bad = np.arange(B)
+    if bad.size:
+        b = int(bad[0])
+        lam = float(np.linalg.eigvalsh(np.asarray(blocks[b] if xp is np else xp.asnumpy(blocks[b]),
+                                                  dtype=np.float64)).min()) + damping
+        raise ValueError(f"{what} {b} is not positive definite (smallest eigenvalue {lam:.3e}); pass damping > 0")
+    return x
 
 
-def _check_damping(damping: float) -> float:
-    damping = float(damping)
-    if not np.isfinite(damping) or damping < 0:
-        raise ValueError(f"argument 'damping' must be finite and >= 0, got {damping}")
-    return damping
-
+_check_damping = check_damping
 
 class Dense(FisherMatrix):
     """The full P x P matrix."""
 
     shape_name = "full"
 
-    def __init__(self, matrix: Any, sizes: Sequence[int], n_samples: int, estimator: str) -> None:
-        super().__init__(sizes, n_samples, estimator, matrix.dtype)
+    def __init__(self, matrix: Any, sizes: Sequence[int], n_samples: int, estimator: str, **kw: Any) -> None:
+        super().__init__(sizes, n_samples, estimator, matrix.dtype, **kw)
         self.matrix = matrix
 
     @property
@@ -147,7 +189,7 @@ class Dense(FisherMatrix):
         return [self.matrix]
 
     def _with_blocks(self, blocks: list[Any], n: int) -> "Dense":
-        return Dense(blocks[0], self.sizes, n, self.estimator)
+        return Dense(blocks[0], self.sizes, n, self.estimator, **self._kw())
 
     def to_dense(self) -> Any:
         return self.matrix
@@ -179,8 +221,8 @@ class LayerBlocks(FisherMatrix):
 
     shape_name = "layer"
 
-    def __init__(self, blocks: list[Any], sizes: Sequence[int], n_samples: int, estimator: str) -> None:
-        super().__init__(sizes, n_samples, estimator, blocks[0].dtype)
+    def __init__(self, blocks: list[Any], sizes: Sequence[int], n_samples: int, estimator: str, **kw: Any) -> None:
+        super().__init__(sizes, n_samples, estimator, blocks[0].dtype, **kw)
         self._blocks = list(blocks)
 
     @property
@@ -188,10 +230,11 @@ class LayerBlocks(FisherMatrix):
         return self._blocks
 
     def _with_blocks(self, blocks: list[Any], n: int) -> "LayerBlocks":
-        return LayerBlocks(blocks, self.sizes, n, self.estimator)
+        return LayerBlocks(blocks, self.sizes, n, self.estimator, **self._kw())
 
     def _offsets(self) -> list[tuple[int, int]]:
-        return [(off, off + o * i + o) for o, i, off in _layer_geometry(self.sizes)]
+        sl = [self.layout.layer_slice(l) for l in range(self.layout.n_layers)]
+        return [(s.start, s.stop) for s in sl]
 
     def to_dense(self) -> Any:
         xp = self.xp
@@ -235,17 +278,17 @@ class UnitBlocks(FisherMatrix):
 
     shape_name = "unit"
 
-    def __init__(self, blocks: list[Any], sizes: Sequence[int], n_samples: int, estimator: str) -> None:
-        super().__init__(sizes, n_samples, estimator, blocks[0].dtype)
+    def __init__(self, blocks: list[Any], sizes: Sequence[int], n_samples: int, estimator: str, **kw: Any) -> None:
+        super().__init__(sizes, n_samples, estimator, blocks[0].dtype, **kw)
         self._blocks = list(blocks)
-        self._index = unit_index(self.sizes)
+        self._index = self.layout.unit_index()
 
     @property
     def blocks(self) -> list[Any]:
         return self._blocks
 
     def _with_blocks(self, blocks: list[Any], n: int) -> "UnitBlocks":
-        return UnitBlocks(blocks, self.sizes, n, self.estimator)
+        return UnitBlocks(blocks, self.sizes, n, self.estimator, **self._kw())
 
     def _gather(self, v: Any) -> list[Any]:
         xp = self.xp
@@ -310,20 +353,20 @@ class Diagonal(FisherMatrix):
 
     shape_name = "diag"
 
-    def __init__(self, values: Any, sizes: Sequence[int], n_samples: int, estimator: str) -> None:
-        super().__init__(sizes, n_samples, estimator, values.dtype)
+    def __init__(self, values: Any, sizes: Sequence[int], n_samples: int, estimator: str, **kw: Any) -> None:
+        super().__init__(sizes, n_samples, estimator, values.dtype, **kw)
         self.values = values
 
     @property
     def blocks(self) -> list[Any]:
         """Per layer, the diagonal entries of that layer's parameters (views)."""
-        return [self.values[off:off + o * i + o] for o, i, off in _layer_geometry(self.sizes)]
+        return [self.values[self.layout.layer_slice(l)] for l in range(self.layout.n_layers)]
 
     def _frob_parts(self) -> list[Any]:
         return [self.values]
 
     def _with_blocks(self, blocks: list[Any], n: int) -> "Diagonal":
-        return Diagonal(self.xp.concatenate(blocks), self.sizes, n, self.estimator)
+        return Diagonal(self.xp.concatenate(blocks), self.sizes, n, self.estimator, **self._kw())
 
     def to_dense(self) -> Any:
         return self.xp.diag(self.values)
@@ -350,3 +393,26 @@ class Diagonal(FisherMatrix):
 
     def eigvalsh(self) -> Any:
         return self.xp.sort(self.values)
+
+
+def from_flat(flat: Any, layout: Layout, shape: str, n_samples: int, estimator: str,
+              provenance: Provenance | None = None) -> FisherMatrix:
+    """The matrix object of `shape` over a flat engine result in the layout's order (views,
+    no copies)."""
+    kw = {"bias": layout.bias, "provenance": provenance}
+    if shape == "diag":
+        return Diagonal(flat, layout.sizes, n_samples, estimator, **kw)
+    if shape == "full":
+        p = layout.n_params
+        return Dense(flat.reshape(p, p), layout.sizes, n_samples, estimator, **kw)
+    blocks = []
+    for l in range(layout.n_layers):
+        n_out, k = layout.sizes[l + 1], layout.unit_width[l]
+        off = layout.offset(shape, l)
+        if shape == "unit":
+            blocks.append(flat[off:off + n_out * k * k].reshape(n_out, k, k))
+        else:
+            d = n_out * k
+            blocks.append(flat[off:off + d * d].reshape(d, d))
+    cls = UnitBlocks if shape == "unit" else LayerBlocks
+    return cls(blocks, layout.sizes, n_samples, estimator, **kw)

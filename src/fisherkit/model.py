@@ -6,6 +6,7 @@ row-major with shape (n_out, n_in), then b_l.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -13,10 +14,11 @@ import numpy as np
 
 from . import heads as _heads
 from ._backend import get_array_module
+from ._layout import Layout, layout_of
 from ._loader import _core
 from ._validate import _convert, as_chunk, as_dtype, as_labels, as_matrix, check_fits
 
-ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "softplus", "erf")
+ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "softplus", "erf", "gelu", "silu")
 
 
 def _check_activation(name: str, where: str) -> str:
@@ -279,16 +281,28 @@ class MLP:
         return self.sizes[-1]
 
     @property
+    def layout(self) -> Layout:
+        """The flat parameter layout and the offsets of every result shape."""
+        return layout_of(self.sizes, [b is not None for b in self._biases])
+
+    @property
     def n_params(self) -> int:
-        return int(sum(W.size + b.size for W, b in self.layers))
+        return self.layout.n_params
 
     def param_slices(self) -> list[tuple[slice, slice]]:
         """Per layer, the (weight, bias) slices of the flat parameter vector."""
-        out, off = [], 0
-        for W, b in self.layers:
-            out.append((slice(off, off + W.size), slice(off + W.size, off + W.size + b.size)))
-            off += W.size + b.size
-        return out
+        return self.layout.param_slices()  # type: ignore[return-value]
+
+    def fingerprint(self) -> str:
+        """A digest of everything the model computes with: architecture, activations, head,
+        sigma, dtype and every parameter value. Results carry it so that ``merge`` refuses to
+        combine estimates of different models."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(repr((self.sizes, self._activations, self._head, self._sigma, self._dtype.str,
+                       [b is not None for b in self._biases])).encode())
+        for a in self._weights + [b for b in self._biases if b is not None]:
+            h.update(np.ascontiguousarray(_host(a)).tobytes())
+        return h.hexdigest()
 
     def flat_params(self) -> Any:
         """All parameters in the canonical order: per layer W (row-major), then b."""
@@ -382,6 +396,14 @@ class MLP:
             raise ValueError(f"argument '{name}' must have shape ({self.n_params},), got {tuple(arr.shape)}")
         return _convert(xp, arr, self._dtype, name)
 
+    def _directions(self, V: Any, name: str = "v") -> Any:
+        """(P, k) directions in the model's dtype (converted once)."""
+        xp = get_array_module((name, V), ("model parameters", self._weights[0]))
+        arr = xp.asarray(V)
+        if arr.ndim != 2 or arr.shape[0] != self.n_params:
+            raise ValueError(f"argument '{name}' must have shape ({self.n_params}, k), got {tuple(arr.shape)}")
+        return _convert(xp, arr, self._dtype, name)
+
     def jvp(self, X: Any, v: Any, *, second_order: bool = False, chunk: int = 0) -> Any:
         """Directional derivatives of the outputs along the parameter direction `v`
         (flat order): J_n v, shape (N, C), by forward-mode tangent propagation. With
@@ -417,6 +439,15 @@ class MLP:
             raise ValueError(f"argument 'out' must be a C-contiguous {self._dtype.name} array of shape {shape}, "
                              f"got {out.dtype} {tuple(out.shape)}")
         return out
+
+
+def check_model(model: Any, *, host_only: bool = False, what: str = "this computation") -> "MLP":
+    """`model` is a fisherkit.MLP (and, with host_only, holds NumPy arrays)."""
+    if not isinstance(model, MLP):
+        raise TypeError(f"argument 'model' must be a fisherkit.MLP, got {type(model).__name__}")
+    if host_only and model.xp is not np:
+        raise NotImplementedError(f"{what} runs on NumPy models; use model.to('cpu')")
+    return model
 
 
 def _set_pending(pending: str | None, name: str, i: int) -> str:

@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from . import natgrad as _ng
+from ._validate import check_damping
 from .model import MLP
+from .natgrad.statistics import check_estimator, check_method
 
 __all__ = ["SGD", "Adam", "NaturalGradient"]
 
@@ -113,9 +115,9 @@ class NaturalGradient(_Optimizer):
                  ema: float = 1.0, *, estimator: str = "exact", samples: int = 1, seed: int | None = 0,
                  curvature_every: int = 1, curvature_batch: int | None = None) -> None:
         super().__init__(model, lr)
-        self.method = _ng._check_method(method)
-        self.damping = _ng._check_damping(damping)
-        self.estimator = _ng._check_estimator(estimator)
+        self.method = check_method(method)
+        self.damping = check_damping(damping)
+        self.estimator = check_estimator(estimator)
         ema = float(ema)
         if not 0 < ema <= 1:
             raise ValueError(f"argument 'ema' must be in (0, 1], got {ema!r}")
@@ -128,15 +130,29 @@ class NaturalGradient(_Optimizer):
         self.curvature_batch = None if curvature_batch is None else int(curvature_batch)
         self.curvature: _ng.Curvature | None = None
 
-    def _direction(self, X: Any, y: Any, g: np.ndarray) -> np.ndarray:
-        if self.curvature is None or self.steps % self.curvature_every == 0:
-            Xs, ys = X, y
-            if self.curvature_batch is not None:
+    def step(self, X: Any, y: Any) -> float:
+        """One update on the batch (X, y); returns the loss before the update. On a step that
+        refreshes the curvature (and uses the whole batch for it) the loss, its gradient and
+        the statistics come from one compiled pass over the batch."""
+        refresh = self.curvature is None or self.steps % self.curvature_every == 0
+        if refresh and self.curvature_batch is None:
+            new, loss, g = _ng.curvature_and_gradient(self.model, X, y, method=self.method, estimator=self.estimator,
+                                                      samples=self.samples, seed=self._seed())
+            self._absorb(new)
+        else:
+            loss, g = self.model.gradient(X, y)
+            if refresh:
                 Xs, ys = X[: self.curvature_batch], (None if y is None else y[: self.curvature_batch])
-            seed = None if self.seed is None else int(self.seed) + self.steps
-            new = _ng.curvature(self.model, Xs, method=self.method, estimator=self.estimator, y=ys,
-                                samples=self.samples, seed=seed)
-            self.curvature = new if self.curvature is None or self.ema == 1 else self.curvature.blend(new, self.ema)
+                self._absorb(_ng.curvature(self.model, Xs, method=self.method, estimator=self.estimator, y=ys,
+                                           samples=self.samples, seed=self._seed()))
         d = _ng.natural_gradient(self.model, None, g, method=self.method, damping=self.damping,
                                  curvature=self.curvature)
-        return self.lr * d
+        self.model.set_flat_params(self.model.flat_params() - self.lr * d)
+        self.steps += 1
+        return float(loss)
+
+    def _seed(self) -> int | None:
+        return None if self.seed is None else int(self.seed) + self.steps
+
+    def _absorb(self, new: _ng.Curvature) -> None:
+        self.curvature = new if self.curvature is None or self.ema == 1 else self.curvature.blend(new, self.ema)

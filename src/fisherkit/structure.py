@@ -29,8 +29,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from . import heads as _heads
-from .model import MLP
+from ._loader import _core
+from .fisher import fisher
+from .model import MLP, check_model
 
 __all__ = ["BlockStructure", "block_structure", "CLASSES"]
 
@@ -63,16 +64,15 @@ class BlockStructure:
         return "\n".join(lines)
 
 
-def _labels(sizes: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _labels(model: MLP) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per flat parameter: (layer, unit, input index; bias = n_in)."""
-    lay, unit, inp = [], [], []
-    for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        u = np.repeat(np.arange(n_out), n_in)
-        j = np.tile(np.arange(n_in), n_out)
-        lay.append(np.full(n_out * n_in + n_out, l))
-        unit.append(np.concatenate([u, np.arange(n_out)]))
-        inp.append(np.concatenate([j, np.full(n_out, n_in)]))
-    return np.concatenate(lay), np.concatenate(unit), np.concatenate(inp)
+    P = model.n_params
+    lay, unit, inp = np.empty(P, np.int64), np.empty(P, np.int64), np.empty(P, np.int64)
+    for l, idx in enumerate(model.layout.unit_index()):
+        lay[idx] = l
+        unit[idx] = np.arange(idx.shape[0])[:, None]
+        inp[idx] = np.arange(idx.shape[1])[None, :]
+    return lay, unit, inp
 
 
 def _class_masks(la: np.ndarray, ua: np.ndarray, ja: np.ndarray, lb: np.ndarray, ub: np.ndarray,
@@ -101,13 +101,10 @@ def block_structure(model: MLP, X: Any, y: Any = None, *, estimator: str = "exac
     inputs, O(N C P) time and no P x P memory; the squared entries are estimated without
     the Monte Carlo bias of the mean (natgrad.md 1.9).
     """
-    if not isinstance(model, MLP):
-        raise TypeError(f"argument 'model' must be a fisherkit.MLP, got {type(model).__name__}")
+    check_model(model, host_only=True, what="block_structure")
     Xc, _ = model._inputs(X)
-    la, ua, ja = _labels(model.sizes)
+    la, ua, ja = _labels(model)
     if pairs is None:
-        from .fisher import fisher
-
         F = np.asarray(fisher(model, Xc, y, estimator=estimator, shape="full").to_dense(), dtype=np.float64)
         d = np.sqrt(np.maximum(np.diag(F), 0))
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -143,7 +140,7 @@ def block_structure(model: MLP, X: Any, y: Any = None, *, estimator: str = "exac
     N = Xc.shape[0]
     s1 = {c: np.zeros(len(chosen[c][0])) for c in CLASSES}
     s2 = {c: np.zeros(len(chosen[c][0])) for c in CLASSES}
-    diag = np.zeros(P)
+    diag = np.asarray(fisher(model, Xc, estimator="exact", shape="diag").values, dtype=np.float64)
     for D, xt in _factors(model, Xc, int(chunk)):
         # per sample s and column c: d theta_a = D[l_a][u_a, s, c] xt[l_a][s, j_a]
         Dt = [np.ascontiguousarray(np.moveaxis(Dl, 2, 0)) for Dl in D]  # (m, n, C): unit rows contiguous
@@ -162,14 +159,6 @@ def block_structure(model: MLP, X: Any, y: Any = None, *, estimator: str = "exac
             t = np.einsum("psc,psc->ps", column(a), column(b))  # (pairs, n): per-sample products
             s1[c] += t.sum(axis=1)
             s2[c] += (t * t).sum(axis=1)
-        for l, (Dl, xl) in enumerate(zip(D, xt)):
-            sq = np.einsum("scu,scu->su", Dl, Dl)  # (n, m)
-            n_out, n_in = Dl.shape[2], xl.shape[1] - 1
-            blk = sq.T @ (xl * xl)  # (m, n+1)
-            off = int(np.flatnonzero(la == l)[0])
-            diag[off:off + n_out * n_in] += blk[:, :n_in].ravel()
-            diag[off + n_out * n_in:off + n_out * n_in + n_out] += blk[:, n_in]
-    diag /= N
     rms, counts = {}, {}
     for c in CLASSES:
         a, b = chosen[c]
@@ -183,28 +172,21 @@ def block_structure(model: MLP, X: Any, y: Any = None, *, estimator: str = "exac
 
 
 def _factors(model: MLP, X: np.ndarray, chunk: int) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
-    """Per chunk of inputs: per layer D (n, C, m) with sum_c D[s, c, i] D[s, c, i'] the
-    metric between units i and i' (square root of Cov(t|h) backpropagated to
-    pre-activations) and the augmented inputs xt (n, n_in + 1)."""
-    from .natgrad import _activate
-
-    acts = model.activations + ["identity"]
-    layers = model.layers
+    """Per chunk of inputs: per layer D (n, C, m) with sum_c D[s, c, i] D[s, c, i'] the exact
+    metric between units i and i' at input s (the square root of Cov(t|h) backpropagated to
+    the pre-activations, from the compiled statistics pass) and the augmented inputs
+    xt (n, k_l), in float64."""
+    lay, C = model.layout, model.output_dim
     for lo in range(0, X.shape[0], max(1, chunk)):
-        A = X[lo:lo + chunk].astype(np.float64)
-        n = A.shape[0]
-        xt, dphi = [], []
-        for l, (W, b) in enumerate(layers):
-            xt.append(np.concatenate([A, np.ones((n, 1))], axis=1))
-            A, d = _activate(acts[l], A @ W.T.astype(np.float64) + b)
-            dphi.append(d)
-        B = _heads.sqrt_covariance(model.head, A, sigma=model.sigma)  # (n, K, K)
-        K = B.shape[1]
-        Dc = np.ascontiguousarray(np.swapaxes(B, 1, 2), dtype=np.float64)  # (n, c, K): column c of B as a row
-        D = [None] * len(layers)
-        D[-1] = Dc
-        for l in range(len(layers) - 1, 0, -1):
-            W = layers[l][0].astype(np.float64)
-            Dc = (Dc.reshape(n * K, -1) @ W).reshape(n, K, -1) * dphi[l - 1][:, None, :]
-            D[l - 1] = Dc
+        Xs = np.ascontiguousarray(X[lo:lo + chunk])
+        n = Xs.shape[0]
+        requests = [{"rows": np.empty((n, C * lay.dims(l)[0]), model.dtype),
+                     "inputs": np.empty((n, lay.dims(l)[1]), model.dtype)} for l in range(lay.n_layers)]
+        _core.unit_statistics(*model._core_args(), model.head, model.sigma, Xs, None, "exact", 1, 0, 0, 0, requests,
+                              None)
+        D = [r["rows"].astype(np.float64).reshape(n, C, -1) for r in requests]
+        xt = []
+        for l, r in enumerate(requests):
+            x = r["inputs"].astype(np.float64)
+            xt.append(np.concatenate([x, np.ones((n, 1))], axis=1) if lay.bias[l] else x)
         yield D, xt

@@ -1,6 +1,8 @@
 """Slow, obviously-correct float64 references for the tests: explicit per-sample loops,
-dense matrices and central finite differences. Independent of fisherkit's engine: they
-use only NumPy and the conventions of MATH.md."""
+dense matrices and central finite differences. Independent of fisherkit's engine: NumPy
+only (the variance-sum reference at the end also uses fisherkit's head-moment contractions,
+which test_moments checks against enumeration), with fisherkit's conventions: z_l = W_l a_{l-1}
++ b_l, h = z_L, parameters flattened per layer as W_l row-major then b_l."""
 from __future__ import annotations
 
 import math
@@ -27,6 +29,13 @@ def _act(name, z):
     if name == "erf":
         g = 2 / math.sqrt(math.pi) * np.exp(-z * z)
         return np.vectorize(math.erf)(z), g, -2 * z * g
+    if name == "gelu":
+        cdf = 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
+        pdf = np.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+        return z * cdf, cdf + z * pdf, pdf * (2 - z * z)
+    if name == "silu":
+        s = 1 / (1 + np.exp(-z))
+        return z * s, s + z * s * (1 - s), s * (1 - s) * (2 + z * (1 - 2 * s))
     raise ValueError(name)
 
 
@@ -198,3 +207,222 @@ def residual(head, h, y, sigma=1.0):
 
 def model_layers(model):
     return [(np.asarray(W, float), np.asarray(b, float)) for W, b in model.layers]
+
+
+# ----------------------------------------------------------------------------- Fisher estimators
+def unit_index(sizes):
+    """Per layer (n_out, n_in + 1): the flat index of each unit block's entries (row u of W_l,
+    then b_l[u]), written out from the flattening convention."""
+    idx, off = [], 0
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        w = off + np.arange(n_out)[:, None] * n_in + np.arange(n_in)[None, :]
+        idx.append(np.concatenate([w, off + n_out * n_in + np.arange(n_out)[:, None]], axis=1))
+        off += n_out * n_in + n_out
+    return idx
+
+
+def t_stat(head, y, sigma=1.0, C=None):
+    y = np.atleast_1d(np.asarray(y, float))
+    if head == "categorical":
+        e = np.zeros(C)
+        e[int(y[0])] = 1
+        return e
+    return y / sigma**2 if head == "gaussian" else y
+
+
+def eta(head, h, sigma=1.0):
+    if head == "categorical":
+        p = np.exp(h - h.max())
+        return p / p.sum()
+    if head == "gaussian":
+        return h / sigma**2
+    if head == "bernoulli":
+        return 1 / (1 + np.exp(-h))
+    return np.exp(h)
+
+
+def ref_parts(model, X):
+    """Per input: J (C x P), I(h) (C x C), H (C x P x P), h."""
+    layers = model_layers(model)
+    out = []
+    for x in X:
+        h = forward_one(layers, model.activations, x)[0]
+        out.append((analytic_jacobian(layers, model.activations, x), head_cov(model.head, h, model.sigma),
+                    fd_hessians(layers, model.activations, x), h))
+    return out
+
+
+def ref_exact(parts):
+    return np.mean([J.T @ I @ J for J, I, _, _ in parts], axis=0)
+
+
+def ref_sampled(model, parts, draws, estimator):
+    """I1 or I2 from the given draws (N x S label rows)."""
+    C = model.output_dim
+    acc = []
+    for (J, I, H, h), ys in zip(parts, draws):
+        mats = []
+        for y in ys:
+            tau = t_stat(model.head, y, model.sigma, C) - eta(model.head, h, model.sigma)
+            if estimator == "score":
+                s = J.T @ tau
+                mats.append(np.outer(s, s))
+            else:
+                mats.append(J.T @ I @ J - np.einsum("a,aij->ij", tau, H))
+        acc.append(np.mean(mats, axis=0))
+    return np.mean(acc, axis=0)
+
+
+def restrict(dense, sizes, shape):
+    """The reference dense matrix reduced to the structure of `shape` (block diagonal)."""
+    P = dense.shape[0]
+    mask = np.zeros((P, P), bool)
+    if shape == "full":
+        mask[:] = True
+    elif shape == "diag":
+        mask[np.diag_indices(P)] = True
+    elif shape == "layer":
+        off = 0
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            d = n_out * (n_in + 1)
+            mask[off:off + d, off:off + d] = True
+            off += d
+    else:
+        for ix in unit_index(sizes):
+            mask[ix[:, :, None], ix[:, None, :]] = True
+    return np.where(mask, dense, 0.0)
+
+
+
+# ----------------------------------------------------------------------------- variance sums
+from dataclasses import dataclass  # noqa: E402
+
+from fisherkit._loader import _core  # noqa: E402
+
+
+def _vr_model64(model):
+    import fisherkit
+
+    host = lambda a: a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)  # noqa: E731
+    return fisherkit.MLP([(host(W), host(b)) for W, b in model.layers], model.activations, model.head,
+                         sigma=model.sigma, dtype=np.float64)
+
+
+def _vr_chunks(n, per_input_bytes, chunk):
+    m = int(chunk) if chunk else max(1, (64 << 20) // max(per_input_bytes, 1))
+    for a in range(0, n, m):
+        yield slice(a, min(n, a + m))
+
+
+@dataclass
+class _Layer:
+    """Per-input factors of one layer for a chunk of m inputs (float64):
+    abar (m, n_in+1), G = dh/dz_l (m, C, n_l), Tdiag = T_l[c, u, u] (m, C, n_l) or None."""
+
+    abar: np.ndarray
+    G: np.ndarray
+    Tdiag: np.ndarray | None
+
+
+def _vr_act(name, z):
+    return _act(name, z)
+
+
+def _factors(m64, X: np.ndarray, need_T: bool):
+    """Natural parameters h (m, C) and per-layer factors (math/variance.md 5.2): G_L = I,
+    G_l = (G_{l+1} W_{l+1}) diag(phi'_l), and the output-Hessian diagonals without the full
+    T_l: diag(T_l[c]) = sum_{m >= l} (A_{l->m} o A_{l->m})^T v_m(c) with
+    v_m(c) = (G_{m+1}[c] W_{m+1}) o phi''_m and A_{l->m} = dz_m/dz_l (A_{l->l} = I,
+    A_{l->l+1} = W_{l+1} D_l): O(C n^2) per input and layer pair, plus O(n^3) per deeper
+    link of the chain, independent of C."""
+    Ws = [np.asarray(W) for W in m64.weights]
+    bs = [np.asarray(b) for b in m64.biases]
+    acts = m64.activations
+    L = len(Ws)
+    a = X
+    abars, zs = [], []
+    for l in range(L):
+        abars.append(np.concatenate([a, np.ones((a.shape[0], 1))], axis=1))
+        z = a @ Ws[l].T + bs[l]
+        zs.append(z)
+        if l < L - 1:
+            a = _vr_act(acts[l], z)[0]
+    h = zs[-1]
+    m, C = h.shape
+    G = np.broadcast_to(np.eye(C), (m, C, C))
+    Gs: list[np.ndarray] = [np.ascontiguousarray(G)] * L
+    d1s: list[np.ndarray] = [np.empty(0)] * L
+    vs: list[np.ndarray] = [np.empty(0)] * L
+    for l in range(L - 2, -1, -1):
+        _, d1, d2 = _vr_act(acts[l], zs[l])
+        M = G @ Ws[l + 1]  # (m, C, n_l)
+        G = M * d1[:, None, :]
+        Gs[l], d1s[l] = G, d1
+        if need_T:
+            vs[l] = M * d2[:, None, :]
+    layers = []
+    for l in range(L):
+        Td = None
+        if need_T:
+            if l == L - 1:
+                Td = np.zeros((m, C, C))  # T_L = 0: the output layer is affine in its parameters
+            else:
+                Td = vs[l].copy()
+                A = None  # A_{l->k} (m, n_k, n_l)
+                for k in range(l + 1, L - 1):
+                    Wd = Ws[k][None, :, :] * d1s[k - 1][:, None, :]  # W_k D_{k-1}
+                    A = Wd if A is None else Wd @ A
+                    Td += np.einsum("mkn,mck->mcn", A * A, vs[k], optimize=True)
+        layers.append(_Layer(abars[l], Gs[l], Td))
+    return h, layers
+
+
+def _unit_scalars(m64, h: np.ndarray, lay: _Layer) -> tuple[np.ndarray, ...]:
+    """q, r (and w, c when Tdiag is known), each (m, n_l), from the head-moment binding."""
+    m, C, n = lay.G.shape
+    q, r = np.empty((m, n)), np.empty((m, n))
+    w = np.empty((m, n)) if lay.Tdiag is not None else None
+    c = np.empty((m, n)) if lay.Tdiag is not None else None
+    Td = None if lay.Tdiag is None else lay.Tdiag.reshape(m, C * n)
+    _core.head_unit_scalars(m64.head, m64.sigma, h, np.ascontiguousarray(lay.G).reshape(m, C * n), Td, q, r, w, c)
+    return q, r, w, c
+
+
+def _per_unit_bytes(model, need_T: bool) -> int:
+    C = model.output_dim
+    n = max(model.sizes)
+    return 8 * (3 * n * n * int(need_T) + 6 * C * n + 4 * sum(model.sizes))
+
+
+def variance_sum_reference(model, X: np.ndarray, which: str, shape: str, chunk: int | None) -> np.ndarray:
+    """Float64 NumPy reference of the compiled variance sums: the SUM over inputs of the
+    per-input, single-draw element-wise quantity `which` (v1, v2, c12, fsq) in the flat layout
+    of `shape` (diag or unit), from an explicit NumPy backpropagation of G_l = dh/dz_l and the
+    output-Hessian diagonals (the per-unit scalars from the head moment contractions, which
+    test_moments checks against enumeration)."""
+    m64 = _vr_model64(model)
+    need_T = which in ("v2", "c12")
+    geo = list(zip(model.sizes[1:], model.sizes[:-1]))
+    acc = [np.zeros((o, i + 1)) if shape == "diag" else np.zeros((o, i + 1, i + 1)) for o, i in geo]
+    for sl in _vr_chunks(X.shape[0], _per_unit_bytes(model, need_T), chunk):
+        h, layers = _factors(m64, X[sl], need_T)
+        for l, lay in enumerate(layers):
+            q, r, w, c = _unit_scalars(m64, h, lay)
+            s = {"v1": r, "v2": w, "c12": c, "fsq": q * q}[which]
+            a2 = lay.abar * lay.abar
+            if shape == "diag":
+                acc[l] += s.T @ (a2 * a2)
+            else:
+                acc[l] += np.einsum("nu,nj,nk->ujk", s, a2, a2, optimize=True)
+    return _flatten(acc, shape)
+
+
+def _flatten(acc: list[np.ndarray], shape: str) -> np.ndarray:
+    """Per-layer (n_out, n_in+1) [diag] or (n_out, k, k) [unit] arrays -> fisher's flat layout."""
+    parts = []
+    for blk in acc:
+        if shape == "diag":
+            parts += [blk[:, :-1].ravel(), blk[:, -1]]
+        else:
+            parts.append(blk.ravel())
+    return np.concatenate(parts)

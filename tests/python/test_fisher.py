@@ -7,81 +7,9 @@ import pytest
 
 import fisherkit
 import fisherkit.heads as heads
-from reference import analytic_jacobian, fd_hessians, forward_one, head_cov, head_support, model_layers
+from reference import fd_hessians, head_support, model_layers, ref_exact, ref_parts, ref_sampled, restrict
 
 SHAPES = ["full", "layer", "unit", "diag"]
-
-
-def t_stat(head, y, sigma=1.0, C=None):
-    y = np.atleast_1d(np.asarray(y, float))
-    if head == "categorical":
-        e = np.zeros(C)
-        e[int(y[0])] = 1
-        return e
-    return y / sigma**2 if head == "gaussian" else y
-
-
-def eta(head, h, sigma=1.0):
-    if head == "categorical":
-        p = np.exp(h - h.max())
-        return p / p.sum()
-    if head == "gaussian":
-        return h / sigma**2
-    if head == "bernoulli":
-        return 1 / (1 + np.exp(-h))
-    return np.exp(h)
-
-
-def ref_parts(model, X):
-    """Per input: J (C x P), I(h) (C x C), H (C x P x P), h."""
-    layers = model_layers(model)
-    out = []
-    for x in X:
-        h = forward_one(layers, model.activations, x)[0]
-        out.append((analytic_jacobian(layers, model.activations, x), head_cov(model.head, h, model.sigma),
-                    fd_hessians(layers, model.activations, x), h))
-    return out
-
-
-def ref_exact(parts):
-    return np.mean([J.T @ I @ J for J, I, _, _ in parts], axis=0)
-
-
-def ref_sampled(model, parts, draws, estimator):
-    """I1 or I2 from the given draws (N x S label rows)."""
-    C = model.output_dim
-    acc = []
-    for (J, I, H, h), ys in zip(parts, draws):
-        mats = []
-        for y in ys:
-            tau = t_stat(model.head, y, model.sigma, C) - eta(model.head, h, model.sigma)
-            if estimator == "score":
-                s = J.T @ tau
-                mats.append(np.outer(s, s))
-            else:
-                mats.append(J.T @ I @ J - np.einsum("a,aij->ij", tau, H))
-        acc.append(np.mean(mats, axis=0))
-    return np.mean(acc, axis=0)
-
-
-def restrict(dense, sizes, shape):
-    """The reference dense matrix reduced to the structure of `shape` (block diagonal)."""
-    P = dense.shape[0]
-    mask = np.zeros((P, P), bool)
-    if shape == "full":
-        mask[:] = True
-    elif shape == "diag":
-        mask[np.diag_indices(P)] = True
-    elif shape == "layer":
-        off = 0
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            d = n_out * (n_in + 1)
-            mask[off:off + d, off:off + d] = True
-            off += d
-    else:
-        for ix in fisherkit.matrices.unit_index(sizes):
-            mask[ix[:, :, None], ix[:, None, :]] = True
-    return np.where(mask, dense, 0.0)
 
 
 def labels_from_draws(head, draws):

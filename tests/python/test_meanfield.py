@@ -37,6 +37,12 @@ def dphi2(act, u):
         return (sg * (1.0 - sg)) ** 2
     if act == "softplus":
         return (1.0 / (1.0 + np.exp(-u))) ** 2
+    if act == "gelu":  # d/du u Phi(u) = Phi(u) + u pdf(u)
+        cdf = 0.5 * (1.0 + np.vectorize(math.erf)(u / math.sqrt(2.0)))
+        return (cdf + u * np.exp(-0.5 * u * u) / math.sqrt(2 * math.pi)) ** 2
+    if act == "silu":  # d/du u sigmoid(u) = sigmoid(u) (1 + u (1 - sigmoid(u)))
+        sg = 1.0 / (1.0 + np.exp(-u))
+        return (sg * (1.0 + u * (1.0 - sg))) ** 2
     raise AssertionError(act)
 
 
@@ -57,10 +63,10 @@ S_GRID = [0.0, 0.05, 0.3, 0.5, 0.50001, 0.8, 1.0, 1.0001, 2.5, 7.0, 20.0, 50.0]
 C_GRID = [-6.0, -1.0, 0.0, 0.4, 3.0, 25.0]
 
 
-@pytest.mark.parametrize("act", ["relu", "erf", "tanh", "sigmoid", "softplus"])
+@pytest.mark.parametrize("act", ["relu", "erf", "tanh", "sigmoid", "softplus", "gelu", "silu"])
 def test_unit_moments_against_adaptive_quadrature(act):
-    """A4: closed forms (relu, erf) and the library quadrature (tanh, sigmoid, softplus)
-    agree with adaptive quadrature to 1e-10 absolute, vectorised over a grid of (s, c)."""
+    """A4: closed forms (relu, erf) and the library quadrature (tanh, sigmoid, softplus,
+    gelu, silu) agree with adaptive quadrature to 1e-10 absolute, vectorised over a grid of (s, c)."""
     s, c = np.meshgrid(S_GRID, C_GRID, indexing="ij")
     got = meanfield.unit_moments(act, s, c)
     for i, sv in enumerate(S_GRID):
@@ -104,8 +110,8 @@ def test_unit_moments_shapes_and_errors():
     A0, A1, A2 = meanfield.unit_moments("tanh", np.ones((2, 3)), np.zeros(3))
     assert A0.shape == A1.shape == A2.shape == (2, 3)
     assert np.ndim(meanfield.unit_moments("relu", 1.0, 0.0)[0]) == 0
-    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
-        meanfield.unit_moments("gelu", 1.0, 0.0)
+    with pytest.raises(ValueError, match="unknown activation 'mish'"):
+        meanfield.unit_moments("mish", 1.0, 0.0)
     with pytest.raises(ValueError, match="'s' must be finite and >= 0"):
         meanfield.unit_moments("tanh", -1.0, 0.0)
     with pytest.raises(ValueError, match="'c' contains NaN"):

@@ -414,7 +414,11 @@ def test_curvature_blend(rng):
             assert np.allclose(c.dense, 0.75 * a.dense + 0.25 * b.dense, rtol=1e-14)
         for sa, sb, sc in zip(a.layers, b.layers, c.layers):
             for k in sc:
+                if k in ("ev", "Q"):  # derived: the eigendecomposition of the blended covariance
+                    continue
                 assert np.allclose(sc[k], 0.75 * sa[k] + 0.25 * sb[k], rtol=1e-14)
+            if "Q" in sc:
+                np.testing.assert_allclose((sc["Q"] * sc["ev"]) @ sc["Q"].T, sc["sigma"], atol=1e-13)
 
 
 def test_bad_inputs(rng):
@@ -447,24 +451,71 @@ def test_bad_inputs(rng):
                                  curvature=natgrad.curvature(model, X, method="diag"))
 
 
-def test_row_kernels_against_numpy(rng, dtype, eps):
+@pytest.mark.parametrize("m,n", [(1, 1), (7, 13), (31, 257)])
+def test_compiled_unit_solvers_against_dense_algebra(rng, m, n):
+    """The natural-gradient kernels of the core against np.linalg.solve on the dense blocks."""
     from fisherkit._loader import _core
 
-    for m, n in ((1, 1), (7, 13), (31, 257)):
-        W = rng.standard_normal((m, 2 * n)).astype(dtype)[:, ::2]  # strided rows (copied below)
-        W = np.ascontiguousarray(W)
-        G = rng.standard_normal((m, n)).astype(dtype)
-        red = np.empty((m, 4))
-        _core.unit_row_reductions(W, G, red)
-        W64, G64 = W.astype(np.float64), G.astype(np.float64)
-        ref = np.stack([(W64 * W64).sum(1), W64.sum(1), (W64 * G64).sum(1), G64.sum(1)], axis=1)
-        assert np.abs(red - ref).max() <= 1e-13 * n * max(1.0, np.abs(ref).max())
-        coef = rng.standard_normal((m, 3))
-        out = np.empty_like(G)
-        _core.unit_row_combine(G, W, coef, out)
-        want = coef[:, :1] * G64 + coef[:, 1:2] * W64 + coef[:, 2:3]
-        assert np.abs(out - want).max() <= 10 * eps * np.abs(want).max()
-    with pytest.raises(ValueError, match="'G'"):
-        _core.unit_row_reductions(np.ones((3, 4), dtype), np.ones((3, 5), dtype), np.empty((3, 4)))
-    with pytest.raises(ValueError, match="'coef'"):
-        _core.unit_row_combine(np.ones((3, 4), dtype), np.ones((3, 4), dtype), np.ones((2, 3)), np.empty((3, 4), dtype))
+    # dpr2_rows_solve: (a I + U S U^T) x = r - U q with U = [1, w]; ux = U^T x
+    W = rng.standard_normal((m, 2 * n))[:, :n]  # strided rows
+    a = rng.uniform(0.5, 2.0, m)
+    S = rng.standard_normal((m, 4)) * 0.3
+    S[0] = [1.0, 0.0, 0.0, 0.0] if m > 1 else S[0]  # a singular core is allowed
+    q = rng.standard_normal((m, 2))
+    r = rng.standard_normal((m, n))
+    x, ux = np.empty((m, n)), np.empty((m, 2))
+    _core.dpr2_rows_solve(a, W, S, q, r, x, ux)
+    for b in range(m):
+        U = np.stack([np.ones(n), W[b]], axis=1)
+        A = a[b] * np.eye(n) + U @ S[b].reshape(2, 2) @ U.T
+        want = np.linalg.solve(A, r[b] - U @ q[b])
+        np.testing.assert_allclose(x[b], want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
+        np.testing.assert_allclose(ux[b], U.T @ x[b], rtol=1e-10, atol=1e-12)
+    bad = a.copy()
+    bad[-1] = 0.0
+    with pytest.raises(ValueError, match=f"unit {m - 1}.*damping"):
+        _core.dpr2_rows_solve(bad, W, S, q, r, x, ux)
+    # unit_block_solve: batched Cholesky with damping and a per-block status
+    k = min(n, 9)
+    Z = rng.standard_normal((m, k, 2 * k))
+    blocks = Z @ np.swapaxes(Z, 1, 2) / k
+    rhs = rng.standard_normal((m, k * 2))
+    out = np.empty_like(rhs)
+    _core.unit_block_solve(blocks.reshape(m, k * k), rhs, 0.1, out, 2)
+    want = np.linalg.solve(blocks + 0.1 * np.eye(k), rhs.reshape(m, k, 2))
+    np.testing.assert_allclose(out.reshape(m, k, 2), want, rtol=1e-10, atol=1e-12)
+    neg = blocks.copy()
+    neg[-1] = -np.eye(k)
+    status = np.zeros(m, np.int32)
+    _core.unit_block_solve(neg.reshape(m, k * k), rhs, 0.0, out, 2, status)
+    assert status[-1] > 0 and not status[:-1].any()
+    with pytest.raises(ValueError, match=f"block {m - 1}.*not positive definite"):
+        _core.unit_block_solve(neg.reshape(m, k * k), rhs, 0.0, out, 2)
+    # unit_sample_space_solve: (lam I + Xi^T Xi)^-1 r with Xi = diag(g2/N)^1/2 xt
+    N = 3
+    xt = rng.standard_normal((N, n))
+    g2 = rng.uniform(0.0, 1.0, (N, m))
+    rhs = rng.standard_normal((m, n))
+    out = np.empty_like(rhs)
+    _core.unit_sample_space_solve(xt, g2, rhs, 0.05, out)
+    for i in range(m):
+        Xi = np.sqrt(g2[:, i] / N)[:, None] * xt
+        want = np.linalg.solve(0.05 * np.eye(n) + Xi.T @ Xi, rhs[i])
+        np.testing.assert_allclose(out[i], want, rtol=1e-9, atol=1e-9 * np.abs(want).max())
+    with pytest.raises(ValueError, match="damping"):
+        _core.unit_sample_space_solve(xt, g2, rhs, 0.0, out)
+    # quasi_diagonal_solve: per edge the 2 x 2 (bias, weight) system, then the bias correction
+    m00 = rng.uniform(0.5, 1.0, m)
+    m0i = rng.uniform(-0.2, 0.2, (m, n))
+    mii = rng.uniform(0.5, 1.0, (m, n))
+    gW, gb = rng.standard_normal((m, n)), rng.standard_normal(m)
+    dW, db = np.empty((m, n)), np.empty(m)
+    _core.quasi_diagonal_solve(m00, m0i, mii, gW, gb, 0.1, dW, db)
+    M00, Mii = m00 + 0.1, mii + 0.1
+    wantW = (gW * M00[:, None] - gb[:, None] * m0i) / (Mii * M00[:, None] - m0i ** 2)
+    np.testing.assert_allclose(dW, wantW, rtol=1e-12)
+    np.testing.assert_allclose(db, gb / M00 - (m0i * wantW).sum(1) / M00, rtol=1e-12, atol=1e-13)
+    _core.quasi_diagonal_solve(m00, None, mii, gW, gb, 0.1, dW, db)
+    np.testing.assert_allclose(dW, gW / Mii, rtol=1e-14)
+    with pytest.raises(ValueError, match="unit 0.*damping"):
+        _core.quasi_diagonal_solve(np.zeros(m), None, mii, gW, gb, 0.0, dW, db)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import fisherkit
-from reference import head_support
+from reference import head_support, variance_sum_reference
 
 # the module itself: once __init__ exports the function fisherkit.variance, the package
 # attribute `variance` is the function, not this module
@@ -229,21 +229,24 @@ def test_exact_enumeration_all_shapes(sizes, act, head):
 
 
 @pytest.mark.parametrize("head", ["categorical", "gaussian", "bernoulli", "poisson"])
-def test_compiled_sum_matches_numpy_reference_deep(head):
-    """The compiled per-unit engine against the module's float64 NumPy T-recursion
-    reference, on a 4-hidden-layer net with mixed activations (identity and relu included)."""
+def test_variances_match_numpy_reference_deep(head):
+    """variance/covariance (diag, unit) against the float64 NumPy T-recursion reference of the
+    tests, on a 4-hidden-layer net with mixed activations (identity and relu included)."""
     model = fisherkit.MLP.init([4, 5, 3, 6, 2, 3], ["tanh", "sigmoid", "softplus", "identity"], head,
                                seed=21, bias_std=0.4, sigma=SIGMA)
     X = inputs(11, 4) * 0.7
-    for which in ("v1", "v2", "c12", "fsq"):
-        for shape in ("diag", "unit"):
-            got = fv._variance_sum(model, X, which, shape, None)
-            want = fv._numpy_variance_sum(model, X, which, shape, 3)
-            close(got, want, 1e-12, f"{which} {shape}", floor=1e-300 if which != "c12" else
-                  float(np.abs(fv._numpy_variance_sum(model, X, "v1", shape, None)).max()))
+    n2 = float(X.shape[0]) ** 2
+    for shape in ("diag", "unit"):
+        v1_floor = float(np.abs(variance_sum_reference(model, X, "v1", shape, None)).max())
+        for which, fn in (("v1", lambda: fv.variance(model, X, estimator="score", shape=shape)),
+                          ("v2", lambda: fv.variance(model, X, estimator="hessian", shape=shape)),
+                          ("c12", lambda: fv.covariance(model, X, shape=shape))):
+            got = np.concatenate([np.ravel(b) for b in fn().blocks]) if shape == "unit" else fn().values
+            want = variance_sum_reference(model, X, which, shape, 3) / n2
+            close(got, want, 1e-12, f"{which} {shape}", floor=1e-300 if which != "c12" else v1_floor / n2)
     relu = fisherkit.MLP.init([3, 4, 4, 2], "relu", head, seed=2, sigma=SIGMA)
-    close(fv._variance_sum(relu, X[:, :3], "v1", "diag", None), fv._numpy_variance_sum(relu, X[:, :3], "v1", "diag", None),
-          1e-12, "relu v1")
+    close(fv.variance(relu, X[:, :3], shape="diag").values,
+          variance_sum_reference(relu, X[:, :3], "v1", "diag", None) / n2, 1e-12, "relu v1")
 
 
 def test_directional_variance_against_enumeration():
@@ -657,18 +660,19 @@ def test_bad_inputs():
         fv.recommend(model, X, shape="full")
 
 
-def test_stderr_helper_for_fisher_with_stderr():
+def test_fisher_with_stderr_is_the_square_root_of_the_closed_form_variance():
     model = make([3, 4, 3], "tanh", "categorical", seed=1)
     X = inputs(6, 3)
     for shape in ("diag", "unit", "layer", "full"):
-        se = fv._stderr(model, X, "score", shape, 3)
+        F, se = fisherkit.fisher(model, X, estimator="score", shape=shape, samples=3, seed=0, with_stderr=True)
         V = fv.variance(model, X, estimator="score", shape=shape, samples=3)
-        assert type(se) is type(V)
+        assert type(se) is type(V) is type(F)
         for a, b in zip(se.blocks, V.blocks):
             np.testing.assert_array_equal(a, np.sqrt(b))
-    assert not np.any(fv._stderr(model, X, "exact", "diag", 1).values)
+    _, se = fisherkit.fisher(model, X, estimator="exact", shape="diag", with_stderr=True)
+    assert not np.any(se.values)
     with pytest.raises(ValueError, match="data distribution"):
-        fv._stderr(model, X, "empirical", "diag", 1)
+        fisherkit.fisher(model, X, np.zeros(6, int), estimator="empirical", with_stderr=True)
 
 
 def test_demo_section_table():

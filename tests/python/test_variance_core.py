@@ -47,7 +47,7 @@ def _enumerated(model, X):
 
 
 def _core_sum(model, X, which, shape):
-    size = fisherkit.fisher.__globals__["result_size"](model.sizes, shape)
+    size = model.layout.size(shape)
     out = np.empty(size)
     _core.variance_sum(model.weights, model.biases, model.activations, model.head, model.sigma,
                        np.ascontiguousarray(X, float), which, shape, 0, out)

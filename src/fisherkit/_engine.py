@@ -1,0 +1,39 @@
+"""The compiled Fisher pass as a matrix object, for the public modules built on it
+(``fisher`` and the variance modules): arguments already validated, memory checked here."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._loader import _core
+from ._validate import check_fits
+from .matrices import FisherMatrix, Provenance, from_flat
+from .model import MLP
+
+ESTIMATORS = ("exact", "score", "hessian", "empirical")
+SHAPES = ("full", "layer", "unit", "diag")
+
+
+def provenance(model: MLP, estimator: str, samples: int, seed: int, index_offset: int, n: int) -> Provenance:
+    sampled = estimator in ("score", "hessian")
+    return Provenance(model.fingerprint(), estimator, samples if sampled else None, seed if sampled else None,
+                      model.dtype.name, ((index_offset, index_offset + n),))
+
+
+def estimate(model: MLP, Xc: Any, yc: Any, estimator: str, shape: str, samples: int, seed: int, chunk: int,
+             index_offset: int, max_bytes: int | None = None, progress: Any = None) -> FisherMatrix:
+    """fisher() on validated inputs (Xc, yc in the core's layout): refuses a result beyond the
+    memory budget before allocating it, runs the compiled pass, wraps the flat result."""
+    layout = model.layout
+    size = layout.size(shape)
+    extra = size * 8 if model.dtype == np.float32 else 0  # the float64 accumulator
+    suggestion = ("use shape='unit' or shape='diag', which fit in memory" if shape in ("full", "layer")
+                  else "use a smaller model or fewer units" if shape == "unit" else "use a smaller model")
+    check_fits(size * model.dtype.itemsize + extra, f"the {shape!r} Fisher of {model.n_params} parameters",
+               suggestion, max_bytes)
+    out = model.xp.empty(size, dtype=model.dtype)
+    _core.fisher(*model._core_args(), model.head, model.sigma, Xc, yc, estimator, shape, samples, seed, chunk,
+                 index_offset, out, progress)
+    n = int(Xc.shape[0])
+    return from_flat(out, layout, shape, n, estimator, provenance(model, estimator, samples, seed, index_offset, n))

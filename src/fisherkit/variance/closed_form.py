@@ -1,0 +1,280 @@
+"""Closed-form element-wise variances of the sampled Fisher estimators (Soen & Sun), their
+covariance, and the standard errors ``fisher(..., with_stderr=True)`` returns.
+
+Scaling. With the inputs fixed and the labels drawn from the model, the estimate over N
+inputs and S draws per input has ``Var(I_hat) = 1/(N^2 S) * sum_n C_k(x_n)``, where C_k(x) is
+the per-input, single-draw element-wise variance: ``Var(I1_ij) = K(J_i,J_j,J_i,J_j) - F_ij^2``,
+``Var(I2_ij) = H_ij^T I(h) H_ij`` and ``Cov(I1_ij, I2_ij) = -kappa3(J_i, J_j, H_ij)`` (K, kappa3:
+the head's fourth central moment and third cumulant of the sufficient statistic; J the output
+Jacobian, H the output Hessians). With ``population=True`` the input-sampling part
+(1/N) * Cov_x(F(x)) is added, estimated by the sample variance of the per-input Fisher entries.
+
+Cost. ``diag`` and ``unit`` reduce to per-unit scalars and one GEMM per layer over inputs in
+the compiled engine, as the exact Fisher does. ``layer`` and ``full`` are built from per-input
+output Jacobians and (for the Hessian estimator) output Hessians: O(C P^2) memory per input,
+small problems only, refused with MemoryError beyond the memory budget. ``trace`` for the score
+estimator needs only the C x C Gram J J^T per input.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import heads as _heads
+from .._engine import estimate
+from .._validate import as_chunk, check_fits, format_bytes
+from ..matrices import FisherMatrix, from_flat
+from ..model import MLP, check_model
+from ._common import (WHICH, check_estimator, check_samples, check_shape, chunks, finish, flat_values,
+                      fourth, host, model64, output_gram, output_hessians, rows, third, variance_sum)
+
+VARIANCE_SHAPES = ("full", "layer", "unit", "diag", "trace")
+
+__all__ = ["variance", "covariance", "standard_error", "VARIANCE_SHAPES"]
+
+
+def _blocks_of(model: MLP, shape: str) -> list[tuple[int, int]]:
+    if shape == "full":
+        return [(0, model.n_params)]
+    lay = model.layout
+    return [(lay.layer_slice(l).start, lay.layer_slice(l).stop) for l in range(lay.n_layers)]
+
+
+def _elementwise_sum(model: MLP, X: np.ndarray, which: str, shape: str, chunk: int | None,
+                     max_bytes: int | None) -> np.ndarray:
+    """SUM over inputs of the per-input element-wise quantity for shape 'full' or 'layer'
+    (flat, fisher's layout), from per-input Jacobians and output Hessians in float64."""
+    m64 = model64(model)
+    C, P = model.output_dim, model.n_params
+    blocks = _blocks_of(model, shape)
+    D2 = sum((b - a) ** 2 for a, b in blocks)
+    need_H = which in ("v2", "c12")
+    per_input = 8 * (C * P + (C * P * P if need_H else 0) + 6 * C * max((b - a) ** 2 for a, b in blocks))
+    check_fits(8 * D2 + per_input,
+               f"the element-wise {which} variance of shape {shape!r} ({P} parameters; per input "
+               f"{format_bytes(per_input)} for Jacobian{', output Hessians' if need_H else ''} and workspace)",
+               "use shape='unit' or shape='diag', which stream per-unit scalars", max_bytes)
+    acc = [np.zeros((b - a, b - a)) for a, b in blocks]
+    head, sigma = model.head, model.sigma
+    for sl in chunks(X.shape[0], per_input, chunk):
+        Xs = X[sl]
+        m = Xs.shape[0]
+        h = np.asarray(m64.forward(Xs))
+        J = np.asarray(m64.jacobian(Xs))  # (m, C, P)
+        Hs = output_hessians(m64, Xs) if need_H else None
+        Icov = np.asarray(_heads.covariance(head, h, sigma=sigma))  # (m, C, C)
+        for k, (a, b) in enumerate(blocks):
+            D = b - a
+            Jb = J[:, :, a:b]
+            if which == "fsq":
+                F = np.einsum("mci,mcd,mdj->mij", Jb, Icov, Jb, optimize=True)
+                acc[k] += (F * F).sum(axis=0)
+                continue
+            if which == "v2":
+                Hb = Hs[:, :, a:b, a:b]
+                acc[k] += np.einsum("mcij,mcd,mdij->ij", Hb, Icov, Hb, optimize=True)
+                continue
+            JT = np.ascontiguousarray(Jb.transpose(0, 2, 1))  # (m, D, C)
+            Ui = np.broadcast_to(JT[:, :, None, :], (m, D, D, C)).reshape(-1, C)
+            Vj = np.broadcast_to(JT[:, None, :, :], (m, D, D, C)).reshape(-1, C)
+            hr = np.repeat(h, D * D, axis=0)
+            if which == "v1":
+                F = np.einsum("mci,mcd,mdj->mij", Jb, Icov, Jb, optimize=True)
+                K = fourth(head, sigma, hr, Ui, Vj, Ui, Vj).reshape(m, D, D)
+                acc[k] += (K - F * F).sum(axis=0)
+            else:  # c12
+                Hv = np.ascontiguousarray(Hs[:, :, a:b, a:b].transpose(0, 2, 3, 1)).reshape(-1, C)
+                acc[k] -= third(head, sigma, hr, Ui, Vj, Hv).reshape(m, D, D).sum(axis=0)
+    return np.concatenate([blk.ravel() for blk in acc])
+
+
+def _sum(model: MLP, Xc: Any, which: str, shape: str, chunk: int | None, max_bytes: int | None) -> np.ndarray:
+    if shape in ("diag", "unit"):
+        return variance_sum(model, Xc, which, shape, chunk)
+    return _elementwise_sum(model, np.asarray(host(Xc), dtype=np.float64), which, shape, chunk, max_bytes)
+
+
+def _x_part(model: MLP, Xc: Any, shape: str, chunk: int | None, max_bytes: int | None) -> Any:
+    """(1/N) * sample variance across inputs of the per-input exact Fisher entries (flat)."""
+    n = Xc.shape[0]
+    if n < 2:
+        raise ValueError("population=True estimates the input-sampling variance from the spread of the "
+                         "per-input Fisher matrices: it needs at least 2 inputs")
+    fsq = _sum(model, Xc, "fsq", shape, chunk, max_bytes)
+    mean = flat_values(estimate(model, Xc, None, "exact", shape, 1, 0, as_chunk(chunk), 0, max_bytes))
+    xp = model.xp
+    mean = xp.asarray(mean, dtype=np.float64)
+    fsq = xp.asarray(fsq, dtype=np.float64)
+    return xp.maximum(fsq - n * mean * mean, 0.0) / ((n - 1) * n)
+
+
+def variance(
+    model: MLP,
+    X: Any,
+    *,
+    estimator: str = "score",
+    shape: str = "diag",
+    samples: int = 1,
+    population: bool = False,
+    chunk: int | None = None,
+    max_bytes: int | None = None,
+) -> FisherMatrix | float:
+    """Element-wise variance of ``fisher(model, X, estimator=..., shape=..., samples=...)``.
+
+    Parameters
+    ----------
+    model : MLP
+    X : array (N, n_0)
+        The inputs the estimate averages over.
+    estimator : {"score", "hessian", "exact"}
+        ``score`` (I1, per draw J^T tau tau^T J) or ``hessian`` (I2, per draw
+        J^T I J - sum_a tau_a H_a). ``exact`` has no sampling noise: zeros. ``empirical``
+        raises ValueError: its labels come from the data, so its variance needs the data
+        distribution.
+    shape : {"diag", "unit", "layer", "full", "trace"}
+        The layout of the result, the same as :func:`fisherkit.fisher` returns for that
+        shape (``full``: the P x P matrix of Var(I_ij); ``layer``/``unit``: per block).
+        ``trace`` returns the float sum_ij Var(I_ij) over all P^2 entries (math/variance.md
+        4.5): for ``score`` from the C x C Gram J J^T per input, built from per-layer factors
+        without any P x P (or C x P) object; for ``hessian`` from sum_ab I_ab <H_a, H_b>_F,
+        which needs the C output Hessians (C P^2 per input): small problems only.
+    samples : int
+        Label draws per input S: the variance scales as 1/S.
+    population : bool
+        False (default): inputs fixed, randomness from the drawn labels only,
+        Var = 1/(N^2 S) sum_n C(x_n). True: the inputs are also treated as a sample from the
+        input distribution and (1/N) Cov_x(F(x)) is added. That x-part is an *estimate* (the
+        sample variance of the per-input Fisher entries across the N given inputs, needs
+        N >= 2), not a closed form; it is the same for both estimators.
+    chunk : int, optional
+        Inputs per chunk (default: automatic).
+    max_bytes : int, optional
+        Memory budget for the ``layer``/``full``/``trace`` small-problem paths (default: half
+        the available memory); beyond it MemoryError names the bytes.
+
+    Returns
+    -------
+    Diagonal, UnitBlocks, LayerBlocks or Dense holding variances (``estimator`` reads e.g.
+    ``"var(score)"``), or a float for ``shape="trace"``.
+
+    Cost: ``diag``/``unit`` as the exact Fisher of that shape plus, for ``hessian``, the
+    output-Hessian diagonal per unit; ``layer``/``full``: O(N C P^2) time and O(C P^2)
+    memory per input.
+    """
+    model = check_model(model)
+    estimator = check_estimator(estimator)
+    shape = check_shape(shape, VARIANCE_SHAPES)
+    samples = check_samples(samples)
+    Xc = rows(model, X)
+    n = Xc.shape[0]
+    if shape == "trace":
+        return _trace(model, Xc, estimator, samples, population, chunk, max_bytes)
+    label = f"var({estimator})"
+    if estimator == "exact" and not population:
+        return finish(model, model.xp.zeros(model.layout.size(shape)), shape, n, label)
+    xp = model.xp
+    total = xp.zeros(model.layout.size(shape), dtype=np.float64)
+    if estimator != "exact":
+        total = total + xp.asarray(_sum(model, Xc, WHICH[estimator], shape, chunk, max_bytes),
+                                   dtype=np.float64) / (float(n) * n * samples)
+    if population:
+        total = total + _x_part(model, Xc, shape, chunk, max_bytes)
+    return finish(model, total, shape, n, label)
+
+
+def standard_error(model: MLP, X: Any, estimator: str, shape: str, samples: int, chunk: int | None = None,
+            max_bytes: int | None = None) -> FisherMatrix:
+    """Standard errors sqrt(Var) of ``fisher(model, X, estimator, shape, samples)`` (fixed
+    inputs), as a matrix object of the same layout: what ``fisher(..., with_stderr=True)``
+    returns next to the estimate. ``exact`` gives zeros; ``empirical`` raises ValueError."""
+    V = variance(model, X, estimator=estimator, shape=shape, samples=samples, chunk=chunk, max_bytes=max_bytes)
+    xp = model.xp
+    flat = xp.sqrt(xp.maximum(xp.asarray(flat_values(V)), 0))  # type: ignore[arg-type]
+    return from_flat(flat, model.layout, shape, V.n_samples, f"stderr({estimator})")  # type: ignore[union-attr]
+
+
+def covariance(
+    model: MLP,
+    X: Any,
+    estimator_pair: tuple[str, str] = ("score", "hessian"),
+    shape: str = "diag",
+    samples: int = 1,
+    *,
+    population: bool = False,
+    chunk: int | None = None,
+    max_bytes: int | None = None,
+) -> FisherMatrix:
+    """Element-wise covariance Cov(I1_ij, I2_ij) of the score and Hessian estimates computed
+    from the *same* label draws (``fisher(..., seed=s)`` for both estimators):
+    1/(N^2 S) sum_n -kappa3(J_i, J_j, H_ij) (math/variance.md 4.1). A pair of equal estimators
+    gives :func:`variance`; a pair with ``"exact"`` gives zeros (plus the x-part with
+    ``population=True``, which is the same for every pair). Shapes as :func:`variance`
+    except ``trace``."""
+    model = check_model(model)
+    if not isinstance(estimator_pair, (tuple, list)) or len(estimator_pair) != 2:
+        raise ValueError(f"argument 'estimator_pair' must be a pair of estimator names, got {estimator_pair!r}")
+    e1 = check_estimator(estimator_pair[0], "estimator_pair[0]")
+    e2 = check_estimator(estimator_pair[1], "estimator_pair[1]")
+    shape = check_shape(shape, ("full", "layer", "unit", "diag"))
+    samples = check_samples(samples)
+    if e1 == e2:
+        return variance(model, X, estimator=e1, shape=shape, samples=samples, population=population,
+                        chunk=chunk, max_bytes=max_bytes)  # type: ignore[return-value]
+    Xc = rows(model, X)
+    n = Xc.shape[0]
+    xp = model.xp
+    total = xp.zeros(model.layout.size(shape), dtype=np.float64)
+    if "exact" not in (e1, e2):
+        total = total + xp.asarray(_sum(model, Xc, "c12", shape, chunk, max_bytes), dtype=np.float64) / (float(n) * n * samples)
+    if population:
+        total = total + _x_part(model, Xc, shape, chunk, max_bytes)
+    return finish(model, total, shape, n, f"cov({e1},{e2})")
+
+
+def _trace(model: MLP, Xc: Any, estimator: str, samples: int, population: bool, chunk: int | None,
+           max_bytes: int | None) -> float:
+    n = Xc.shape[0]
+    if estimator == "exact" and not population:
+        return 0.0
+    m64 = model64(model)
+    X = np.asarray(host(Xc), dtype=np.float64)
+    head, sigma = model.head, model.sigma
+    C, P = model.output_dim, model.n_params
+    total = 0.0
+    frob_n = 0.0  # sum_n ||F(x_n)||_F^2 = tr(I G I G)
+    if estimator == "hessian":
+        per_input = 8 * C * P * P * 2
+        check_fits(per_input, f"variance(shape='trace', estimator='hessian') of {P} parameters (C output "
+                   f"Hessians of P x P per input: {format_bytes(per_input)})",
+                   "use variance(shape='diag').trace() for the diagonal part, or estimator='score'", max_bytes)
+    for sl in chunks(n, 8 * (4 * C * C + sum(model.sizes)) + (8 * C * P * P * 2 if estimator == "hessian" else 0),
+                     chunk):
+        h = np.asarray(m64.forward(X[sl]))
+        Gram = output_gram(m64, X[sl])  # J J^T per input, from the engine's per-layer factors
+        Icov = np.asarray(_heads.covariance(head, h, sigma=sigma))
+        IG = Icov @ Gram
+        tr_igig = np.einsum("mab,mba->m", IG, IG)
+        frob_n += float(tr_igig.sum())
+        if estimator == "score":
+            lam, V = np.linalg.eigh(Gram)
+            B = V * np.sqrt(np.maximum(lam, 0.0))[:, None, :]  # Gram = B B^T, columns b_k
+            m = B.shape[0]
+            Bt = np.ascontiguousarray(B.transpose(0, 2, 1))  # (m, k, C)
+            U = np.broadcast_to(Bt[:, :, None, :], (m, C, C, C)).reshape(-1, C)
+            W = np.broadcast_to(Bt[:, None, :, :], (m, C, C, C)).reshape(-1, C)
+            K = fourth(head, sigma, np.repeat(h, C * C, axis=0), U, U, W, W)
+            total += float(K.sum()) - float(tr_igig.sum())
+        elif estimator == "hessian":
+            Hs = output_hessians(m64, X[sl])
+            Gam = np.einsum("mapq,mbpq->mab", Hs, Hs, optimize=True)
+            total += float(np.einsum("mab,mab->", Icov, Gam))
+    out = total / (float(n) * n * samples) if estimator != "exact" else 0.0
+    if population:
+        if n < 2:
+            raise ValueError("population=True needs at least 2 inputs")
+        check_fits(8 * P * P, f"the x-part of variance(shape='trace', population=True) ({P} x {P} mean Fisher)",
+                   "use population=False, or shape='diag' with population=True", max_bytes)
+        Fm = np.asarray(host(estimate(m64, X, None, "exact", "full", 1, 0, as_chunk(chunk), 0, max_bytes).matrix))
+        out += max(frob_n - n * float((Fm * Fm).sum()), 0.0) / ((n - 1) * n)
+    return out

@@ -1,0 +1,135 @@
+"""Which estimator to sample and how many draws: the per-parameter choice between the score
+and Hessian estimators with the optimal mix, and the draws needed for a relative error."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._engine import estimate
+from ..model import MLP, check_model
+from ._common import check_estimator, check_samples, check_shape, host, rows, variance_sum
+from .closed_form import variance
+
+__all__ = ["Recommendation", "recommend", "samples_needed"]
+
+
+@dataclass
+class Recommendation:
+    """Per-parameter choice between the score (I1) and Hessian (I2) estimators at equal draws.
+
+    Attributes (flat arrays in fisher's layout of `shape`):
+      v_score, v_hessian, cov : Var(I1), Var(I2), Cov(I1, I2) (same draws), fixed-X scaling.
+      alpha : the variance-minimising weight of the unbiased mix alpha I1 + (1 - alpha) I2,
+        alpha* = (V2 - C12) / (V1 + V2 - 2 C12); 0 where I1 = I2 almost surely (denominator 0).
+      v_mix : the variance of the mix at alpha*.
+      hessian_wins : True where V2 <= V1 (ties, e.g. both zero, go to the Hessian estimator,
+        which is exact in the last layer).
+      layers : per layer a dict: layer, n_params, frac_score, frac_hessian, mean_alpha,
+        mean_v_score, mean_v_hessian, mean_v_mix.
+    """
+
+    shape: str
+    samples: int
+    v_score: np.ndarray
+    v_hessian: np.ndarray
+    cov: np.ndarray
+    alpha: np.ndarray
+    v_mix: np.ndarray
+    hessian_wins: np.ndarray
+    layers: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def choice(self) -> np.ndarray:
+        """Per parameter 'hessian' or 'score'."""
+        return np.where(self.hessian_wins, "hessian", "score")
+
+    def table(self) -> str:
+        head = (f"{'layer':>5} {'params':>7} {'score wins':>10} {'hessian wins':>12} {'mean alpha*':>11} "
+                f"{'mean Var(I1)':>12} {'mean Var(I2)':>12} {'mean Var(mix)':>13}")
+        rows = [head]
+        for d in self.layers:
+            rows.append(f"{d['layer']:>5} {d['n_params']:>7} {100 * d['frac_score']:>9.1f}% "
+                        f"{100 * d['frac_hessian']:>11.1f}% {d['mean_alpha']:>11.3f} {d['mean_v_score']:>12.3e} "
+                        f"{d['mean_v_hessian']:>12.3e} {d['mean_v_mix']:>13.3e}")
+        return "\n".join(rows)
+
+    def __repr__(self) -> str:
+        return f"Recommendation(shape={self.shape!r}, samples={self.samples})\n{self.table()}"
+
+
+def recommend(model: MLP, X: Any, shape: str = "diag", samples: int = 1, *, chunk: int | None = None) -> Recommendation:
+    """Which estimator to sample, per parameter (math/variance.md 5.5): the one with the
+    smaller variance at the same number of draws, the optimal mixing weight alpha* and the
+    variance of that mix, and a per-layer summary (fraction of parameters where each wins).
+    ``shape``: "diag" (per parameter) or "unit" (per unit-block entry)."""
+    model = check_model(model)
+    shape = check_shape(shape, ("diag", "unit"))
+    samples = check_samples(samples)
+    Xc = rows(model, X)
+    n = Xc.shape[0]
+    scale = 1.0 / (float(n) * n * samples)
+    v1 = np.asarray(host(variance_sum(model, Xc, "v1", shape, chunk)), dtype=np.float64) * scale
+    v2 = np.asarray(host(variance_sum(model, Xc, "v2", shape, chunk)), dtype=np.float64) * scale
+    c12 = np.asarray(host(variance_sum(model, Xc, "c12", shape, chunk)), dtype=np.float64) * scale
+    den = v1 + v2 - 2.0 * c12
+    tiny = np.finfo(model.dtype).eps * 8 * np.maximum(v1 + v2, np.finfo(np.float64).tiny)
+    ok = den > tiny
+    alpha = np.where(ok, (v2 - c12) / np.where(ok, den, 1.0), 0.0)
+    vmix = alpha * alpha * v1 + (1 - alpha) ** 2 * v2 + 2 * alpha * (1 - alpha) * c12
+    vmix = np.maximum(np.minimum(vmix, np.minimum(v1, v2)), 0.0)
+    wins = v2 <= v1
+    layers = []
+    lay = model.layout
+    for l in range(lay.n_layers):
+        off, nxt = lay.offset(shape, l), (lay.offset(shape, l + 1) if l + 1 < lay.n_layers else lay.size(shape))
+        s = slice(off, nxt)
+        layers.append({
+            "layer": l + 1, "n_params": lay.layer_params(l),
+            "frac_score": float(np.mean(~wins[s])), "frac_hessian": float(np.mean(wins[s])),
+            "mean_alpha": float(np.mean(alpha[s])), "mean_v_score": float(np.mean(v1[s])),
+            "mean_v_hessian": float(np.mean(v2[s])), "mean_v_mix": float(np.mean(vmix[s])),
+        })
+    return Recommendation(shape, samples, v1, v2, c12, alpha, vmix, wins, layers)
+
+
+def samples_needed(
+    model: MLP,
+    X: Any,
+    rel_error: float,
+    confidence: float,
+    estimator: str = "score",
+    *,
+    per_parameter: bool = False,
+) -> Any:
+    """Label draws per input S so that every diagonal entry of the estimate is within a
+    relative error `rel_error` of the exact Fisher (of X) with probability >= `confidence`,
+    by Chebyshev (math/variance.md 5.1): S_i = ceil(V_i / (delta eps^2 F_ii^2)) with
+    delta = 1 - confidence and V_i the one-draw variance of the estimate over X (fixed-X
+    scaling with S = 1). Returns the maximum over parameters (an int, at least 1), or with
+    ``per_parameter=True`` the float array of S_i (inf where F_ii = 0 < V_i; 1 where the
+    estimate is exact). Chebyshev is conservative: the normal approximation needs about
+    z_{1-delta/2}^2 delta times fewer draws."""
+    model = check_model(model)
+    estimator = check_estimator(estimator)
+    rel_error, confidence = float(rel_error), float(confidence)
+    if not (math.isfinite(rel_error) and rel_error > 0):
+        raise ValueError(f"argument 'rel_error' must be > 0, got {rel_error}")
+    if not (0.0 < confidence < 1.0):
+        raise ValueError(f"argument 'confidence' must be in (0, 1), got {confidence}")
+    delta = 1.0 - confidence
+    Xc = rows(model, X)
+    V = np.asarray(host(variance(model, Xc, estimator=estimator, shape="diag").values), dtype=np.float64)  # type: ignore[union-attr]
+    F = np.asarray(host(estimate(model, Xc, None, "exact", "diag", 1, 0, 0, 0).values), dtype=np.float64)  # type: ignore[attr-defined]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        S = np.where(V > 0, np.ceil(V / (delta * rel_error ** 2 * F * F)), 1.0)
+    S = np.where(V > 0, np.where(F == 0, np.inf, np.maximum(S, 1.0)), 1.0)
+    if per_parameter:
+        return S
+    worst = float(S.max())
+    if not math.isfinite(worst):
+        raise ValueError("some parameter has zero Fisher information but a positive variance: no number of "
+                         "draws reaches a relative error there (use per_parameter=True to see which)")
+    return int(worst)
