@@ -7,7 +7,7 @@
 
 (a) Kernels, float64, in this process. For a layer of m = n units with fan-in n
     (1024 x 1024 and 4096 x 4096) the closed-form unit-wise natural gradient
-    (``unit-meanfield``, natgrad.md 1.7) and the batched diagonal-plus-rank-2 solve
+    (``unit-meanfield``, docs/maths/natgrad.rst#natgrad-meanfield-solver) and the batched diagonal-plus-rank-2 solve
     ``fisherkit.linalg.dpr2_solve`` are timed as a ratio to a NumPy copy of one weight-sized
     array (read + write of m n values, the memory roofline; target <= 3x). The exact unit-block
     path (form (n+1)^2 blocks from N = 1024 inputs, Cholesky, two triangular solves) is timed
@@ -62,7 +62,7 @@ def kernels(repeat: int) -> None:
         W = rng.standard_normal((n, n)) / np.sqrt(n)
         dst = np.empty_like(W)
         t_copy = best_of(lambda: np.copyto(dst, W), repeat).min
-        # dpr2: the isotropic unit FIM (natgrad.md 1.7) as diag + rank 2 with damping
+        # dpr2: the isotropic unit FIM (docs/maths/natgrad.rst#natgrad-dpr2) as diag + rank 2 with damping
         d = np.ones((n, n + 1))
         U = rng.standard_normal((n, n + 1, 2))
         S = np.tile(np.array([[0.5, 0.2], [0.2, 0.0]]), (n, 1, 1))

@@ -1,6 +1,6 @@
 """Rank-1 natural policy gradient against A2C-style PG, rank-B and CG/TRPO-style steps.
 
-Protocol (issue 7; natgrad.md 3.4): CartPole-v1, Acrobot-v1 and Pendulum-v1; the same
+Protocol (issue 7; benchmarks/results/rl_npg.md): CartPole-v1, Acrobot-v1 and Pendulum-v1; the same
 64-64 tanh actor and critic, 8 envs x 64 steps per update, GAE(0.99, 0.95), the same
 environment-step budget per environment for every method; each method's step size is
 tuned on a small grid with a tuning seed that is not an evaluation seed (the grid and its
@@ -108,7 +108,7 @@ def micro(reps: int = 20) -> str:
 
 
 def sweep(env: str, steps: int, seeds: int, out: Path, stem: str) -> str:
-    """natgrad.md 3.4: rank1 over damping lambda in {0.01, 0.1, 1} at a fixed ratio lr/lambda
+    """benchmarks/results/rl_npg.md: rank1 over damping lambda in {0.01, 0.1, 1} at a fixed ratio lr/lambda
     (0.3 and 1.0) and the three psi choices, against plain SGD policy gradient with lr equal to
     that ratio (the lambda -> infinity limit of the rank-1 step)."""
     rows = []
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rank1-kl", action="store_true",
                     help="rank1 with the KL step length sqrt(2 max_kl / d^T F_hat d) (grid over max_kl)")
     ap.add_argument("--sweep", action="store_true",
-                    help="only the rank-1 damping/psi sweep (natgrad.md 3.4) on the first env")
+                    help="only the rank-1 damping/psi sweep (benchmarks/results/rl_npg.md) on the first env")
     ap.add_argument("--micro-only", action="store_true", help="only the fixed-batch actor-step timings")
     ap.add_argument("--tag", default="", help="suffix for the output names (rl_npg_<tag>.*)")
     args = ap.parse_args(argv)

@@ -43,35 +43,3 @@ html_theme = "alabaster"
 html_title = f"fisherkit {release}"
 html_static_path: list[str] = []
 html_theme_options = {"description": "Fisher information of multilayer perceptrons", "fixed_sidebar": True}
-
-# ---- docstrings that are not valid reStructuredText
-# Each is rendered verbatim (a literal block of its plain text) instead of being parsed,
-# so that "-W" stays meaningful for every other docstring: a newly malformed docstring
-# fails the build. Keyed by where the object is defined (module, qualified name), so a
-# re-export does not matter; once a docstring is fixed, delete its entry here.
-VERBATIM_DOCSTRINGS = {
-    ("fisherkit.natgrad", ""): "the method table is a simple table whose text runs into the column margin",
-    ("fisherkit.meanfield", ""): "'|c| <= 25' reads as a substitution reference",
-    ("fisherkit.meanfield", "meanfield_forward"): "'|x|^2' reads as a substitution reference",
-    ("fisherkit.variance", "variance_bounds"): "'||J_i||' and '|abar_j|' read as substitution references",
-    ("fisherkit.variance", "Recommendation"): "the attribute list is indented without a blank line",
-    ("fisherkit.rl.trainer", "conjugate_gradient"): "'|b|' reads as a substitution reference",
-    ("fisherkit.rl.policies", "CategoricalPolicy.init"): "'*hidden' starts an emphasis",
-    ("fisherkit.rl.policies", "GaussianPolicy.init"): "'*hidden' starts an emphasis",
-}
-
-
-def _where(what: str, obj: object) -> tuple[str, str]:
-    if what == "module":
-        return getattr(obj, "__name__", ""), ""
-    target = getattr(obj, "__func__", obj)  # classmethods
-    return getattr(target, "__module__", "") or "", getattr(target, "__qualname__", "") or ""
-
-
-def _verbatim(app, what, name, obj, options, lines):  # noqa: ANN001 - Sphinx callback
-    if _where(what, obj) in VERBATIM_DOCSTRINGS and lines:
-        lines[:] = ["::", ""] + ["   " + line if line else "" for line in lines] + [""]
-
-
-def setup(app):  # noqa: ANN001 - Sphinx entry point
-    app.connect("autodoc-process-docstring", _verbatim, priority=600)  # after napoleon

@@ -98,7 +98,7 @@ void bind(py::module_& m) {
       },
       py::arg("head"), py::arg("sigma"), py::arg("H"), py::arg("G"), py::arg("Tdiag"),
       py::arg("q"), py::arg("r"), py::arg("w"), py::arg("c"),
-      "Per-unit q, r, w, c (variance.md 5.2). H: (N, C); G, Tdiag: (N, C*n) with entry (c, u) "
+      "Per-unit q, r, w, c (docs/maths/variance.rst#variance-per-unit-scalars). H: (N, C); G, Tdiag: (N, C*n) with entry (c, u) "
       "at column c*n + u; q, r, w, c: (N, n). Tdiag, w, c may be None together.");
 
   m.def(
@@ -122,7 +122,7 @@ void bind(py::module_& m) {
       },
       py::arg("head"), py::arg("sigma"), py::arg("H"), py::arg("G"), py::arg("T"),
       py::arg("U1"), py::arg("U2"),
-      "Layer-block U1, U2 (variance.md 5.2). G: (N, C*n); T: (N, C*n*n) with entry (c, u, u') "
+      "Layer-block U1, U2 (docs/maths/variance.rst#variance-layer-blocks). G: (N, C*n); T: (N, C*n*n) with entry (c, u, u') "
       "at column c*n*n + u*n + u'; U1, U2: (N, n*n). T and U2 may be None together.");
 
   m.def(
@@ -140,7 +140,7 @@ void bind(py::module_& m) {
         });
       },
       py::arg("head"), py::arg("sigma"), py::arg("H"), py::arg("out"),
-      "out (N, 4) = (lambda_min, lambda_max, k_min, k_max) per row (variance.md 2.1); the "
+      "out (N, 4) = (lambda_min, lambda_max, k_min, k_max) per row (docs/maths/heads.rst#heads-spectral-constants); the "
       "min columns are exact or lower bounds, the max columns exact or upper bounds.");
 }
 

@@ -35,7 +35,7 @@ def head_fourth_moment(head: str, sigma: typing.SupportsFloat | typing.SupportsI
     """
 def head_layer_block(head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, H: typing.Any, G: typing.Any, T: typing.Any, U1: typing.Any, U2: typing.Any) -> None:
     """
-    Layer-block U1, U2 (variance.md 5.2). G: (N, C*n); T: (N, C*n*n) with entry (c, u, u') at column c*n*n + u*n + u'; U1, U2: (N, n*n). T and U2 may be None together.
+    Layer-block U1, U2 (docs/maths/variance.rst#variance-layer-blocks). G: (N, C*n); T: (N, C*n*n) with entry (c, u, u') at column c*n*n + u*n + u'; U1, U2: (N, n*n). T and U2 may be None together.
     """
 def head_log_likelihood(head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, H: typing.Any, y: typing.Any, out: typing.Any) -> None:
     ...
@@ -49,7 +49,7 @@ def head_sample(head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, H
     ...
 def head_spectral_constants(head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, H: typing.Any, out: typing.Any) -> None:
     """
-    out (N, 4) = (lambda_min, lambda_max, k_min, k_max) per row (variance.md 2.1); the min columns are exact or lower bounds, the max columns exact or upper bounds.
+    out (N, 4) = (lambda_min, lambda_max, k_min, k_max) per row (docs/maths/heads.rst#heads-spectral-constants); the min columns are exact or lower bounds, the max columns exact or upper bounds.
     """
 def head_third_cumulant(head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, H: typing.Any, U: typing.Any, V: typing.Any, W: typing.Any, out: typing.Any) -> None:
     """
@@ -57,7 +57,7 @@ def head_third_cumulant(head: str, sigma: typing.SupportsFloat | typing.Supports
     """
 def head_unit_scalars(head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, H: typing.Any, G: typing.Any, Tdiag: typing.Any, q: typing.Any, r: typing.Any, w: typing.Any, c: typing.Any) -> None:
     """
-    Per-unit q, r, w, c (variance.md 5.2). H: (N, C); G, Tdiag: (N, C*n) with entry (c, u) at column c*n + u; q, r, w, c: (N, n). Tdiag, w, c may be None together.
+    Per-unit q, r, w, c (docs/maths/variance.rst#variance-per-unit-scalars). H: (N, C); G, Tdiag: (N, C*n) with entry (c, u) at column c*n + u; q, r, w, c: (N, n). Tdiag, w, c may be None together.
     """
 def jvp(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], X: typing.Any, v: typing.Any, out1: typing.Any, out2: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     ...

@@ -1,6 +1,6 @@
 """The ``fisherkit demo`` section on estimator variance (issue 4): per layer, the exact
 diagonal FIM, the standard deviation of each sampled estimator (one draw per input, inputs
-fixed), the upper bounds of math/variance.md 5.4 and the per-parameter recommendation."""
+fixed), the upper bounds of docs/maths/variance.rst#variance-bounds and the per-parameter recommendation."""
 from __future__ import annotations
 
 import time
@@ -57,7 +57,7 @@ def section(model: MLP, X: Any, y: Any, out: IO[str], max_inputs: int = 512) -> 
               f"{np.sqrt(V2[l]).mean():>11.2e} {np.sqrt(B1[l]).mean():>11.2e} {np.sqrt(B2[l]).mean():>11.2e} "
               f"{_median_log_ratio(B1[l], V1[l]):>9} {_median_log_ratio(B2[l], V2[l]):>9} "
               f"{100 * info['frac_hessian']:>6.1f}% {info['mean_alpha']:>7.2f}", file=out)
-    print("(sd = standard deviation of the S=1 estimate over these inputs; bounds: math/variance.md 5.4, "
+    print("(sd = standard deviation of the S=1 estimate over these inputs; bounds: docs/maths/variance.rst#variance-bounds, "
           "log(b/V) = median log(upper bound / variance) >= 0; 'I2 wins': share of parameters where the "
           "Hessian estimator has the smaller variance, alpha* = mean optimal weight of I1 in the mix; "
           "the last layer's Hessian estimate is exact)", file=out)

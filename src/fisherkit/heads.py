@@ -9,7 +9,7 @@ bernoulli      independent sigmoid(h_c)    (N, C) in {0, 1}     sigmoid(h)
 poisson        independent Poisson(e^h_c)  (N, C) counts        exp(h)
 =============  ==========================  ===================  ==========================
 
-The network output h is the head's natural parameter (MATH.md section 2); these
+The network output h is the head's natural parameter (docs/maths/heads.rst#heads-exponential-family); these
 functions are vectorised over the rows of H and run in the compiled core.
 """
 from __future__ import annotations

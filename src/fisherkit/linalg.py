@@ -1,4 +1,4 @@
-"""Structured linear solves behind the natural gradients (natgrad.md sections 1.7, 3.2, 3.5).
+"""Structured linear solves behind the natural gradients (docs/maths/natgrad.rst#natgrad-meanfield-solver).
 
 =================  ============================================================  ==========
 function           solves                                                        cost
@@ -89,7 +89,7 @@ def dpr2_solve(d: Any, U: Any, S: Any, rhs: Any, *, damping: float = 0.0) -> Any
         The two rank-2 directions of every block (columns of U).
     S : array (..., 2, 2)
         The 2 x 2 core of every block. It may be singular (e.g. the unit-FIM core
-        ``[[A2 - A0, A1], [A1, 0]]`` of natgrad.md 1.7) and need not be symmetric; only the
+        ``[[A2 - A0, A1], [A1, 0]]`` of docs/maths/natgrad.rst#natgrad-meanfield-solver) and need not be symmetric; only the
         whole block must be invertible.
     rhs : array (..., n) or (..., n, k)
         One or k right-hand sides per block.
@@ -146,7 +146,7 @@ def dpr2_inverse(d: Any, U: Any, S: Any, *, damping: float = 0.0) -> Any:
     Shapes as in :func:`dpr2_solve` (``d`` (..., n), ``U`` (..., n, 2), ``S`` (..., 2, 2));
     returns an array (..., n, n) in the common dtype. Uses
     ``A^-1 = D^-1 - (D^-1 U) Z (D^-1 U)^T`` with ``Z = (I + S K)^-1 S``, O(n^2) per block
-    (natgrad.md 1.7); meant for small n and as a test oracle. Raises MemoryError when the
+    (docs/maths/natgrad.rst#natgrad-meanfield-solver); meant for small n and as a test oracle. Raises MemoryError when the
     result would exceed half the available memory, otherwise as :func:`dpr2_solve`.
     """
     xp, batch, n, (d, U, S), lam = _dpr2_prepare(d, U, S, damping)
@@ -163,7 +163,7 @@ def dpr2_inverse(d: Any, U: Any, S: Any, *, damping: float = 0.0) -> Any:
 
 
 def rank1_solve(psi: Any, g: Any, damping: float) -> Any:
-    """Sherman-Morrison solve ``(damping I + psi psi^T) x = g`` (natgrad.md 3.2).
+    """Sherman-Morrison solve ``(damping I + psi psi^T) x = g`` (docs/maths/rank1.rst#rank1-sherman-morrison).
 
     ``x = (g - psi (psi . g) / (damping + psi . psi)) / damping``, O(p) with the dot
     products accumulated in float64.
@@ -210,9 +210,9 @@ def rank1_solve(psi: Any, g: Any, damping: float) -> Any:
 def rankb_solve(Psi: Any, g: Any, damping: float) -> Any:
     """Solve the damped rank-B empirical Fisher ``(damping I_p + Psi^T Psi / B) x = g``.
 
-    Scaling (natgrad.md 3.5): ``F_B = damping I + (1/B) sum_b psi_b psi_b^T``, the damped
+    Scaling (docs/maths/rank1.rst#rank1-rank-b): ``F_B = damping I + (1/B) sum_b psi_b psi_b^T``, the damped
     *mean* of the B one-sample Fishers, so ``B = 1`` equals :func:`rank1_solve`. Solved in
-    sample space (natgrad.md 1.8 option 2)::
+    sample space (the sample-space solve of docs/maths/natgrad.rst#natgrad-exact-unit-blocks)::
 
         x = (g - Psi^T y / B) / damping,   (damping I_B + Psi Psi^T / B) y = Psi g
 

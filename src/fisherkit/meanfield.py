@@ -1,6 +1,6 @@
 """Mean-field order parameters of random MLPs and the unit Gaussian integrals A_k.
 
-natgrad.md sections 1.3 and 1.4. Pure NumPy, vectorised over arrays of units.
+docs/maths/natgrad.rst#natgrad-meanfield-order-parameters Pure NumPy, vectorised over arrays of units.
 
 * :func:`unit_moments` -- ``A_k(s, c) = E_z[phi'(s z + c)^2 z^k]``, k = 0, 1, 2, z ~ N(0, 1):
   closed forms for ``relu``, ``erf`` (phi(u) = erf(u), gamma = 1) and ``identity``;
@@ -9,14 +9,14 @@ natgrad.md sections 1.3 and 1.4. Pure NumPy, vectorised over arrays of units.
 * :func:`meanfield_backward` -- the mean backprop factor beta_bar^l per layer.
 * :func:`unit_statistics` -- per-unit (s_i, c_i) of a layer, so that u_i ~ N(c_i, s_i^2).
 
-Quadrature (natgrad.md 1.4 recommendation, with the Hermite range narrowed for tanh):
+Quadrature (docs/maths/natgrad.rst#natgrad-unit-integrals recommendation, with the Hermite range narrowed for tanh):
 probabilists' Gauss-Hermite with 64 nodes when s <= 0.5 (tanh) or s <= 1 (sigmoid,
 softplus), where it is exact to ~1e-15; otherwise Gauss-Legendre in u-space over the Gaussian window [c - 12 s, c + 12 s],
 split into a core panel [-U, U] (256 nodes; U = 20 tanh, 40 sigmoid and softplus) and the
 two tail panels outside it (128 nodes each; the tails only matter for activations whose
 phi'^2 or phi^2 does not decay, e.g. softplus, or tanh^2 in the forward recursion).
 Measured absolute error against adaptive quadrature: <= 1e-13 for s in [0, 50] and
-|c| <= 25 (tests/python/test_meanfield.py asserts 1e-10).
+``|c| <= 25`` (tests/python/test_meanfield.py asserts 1e-10).
 """
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ def _expect(fn: Any, act: str, s: np.ndarray, c: np.ndarray, powers: Sequence[in
 def unit_moments(activation: str, s: Any, c: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The three Gaussian integrals of a unit with pre-activation u = s z + c, z ~ N(0, 1).
 
-    ``A_k(s, c) = E_z[phi'(s z + c)^2 z^k]`` for k = 0, 1, 2 (natgrad.md 1.4). ``s`` (>= 0)
+    ``A_k(s, c) = E_z[phi'(s z + c)^2 z^k]`` for k = 0, 1, 2 (docs/maths/natgrad.rst#natgrad-unit-integrals). ``s`` (>= 0)
     and ``c`` are broadcast against each other; the three results have the broadcast shape,
     float64. Closed forms (a = c / s, pdf/cdf of N(0, 1)):
 
@@ -181,7 +181,7 @@ def unit_moments(activation: str, s: Any, c: Any) -> tuple[np.ndarray, np.ndarra
 
     tanh, sigmoid and softplus use the quadrature described in the module docstring
     (absolute error <= 1e-12). The unit-FIM entries follow: G = A0 I + (A2 - A0) e e^T +
-    A1 (e f^T + f e^T) for the paper's setting (natgrad.md 1.5).
+    A1 (e f^T + f e^T) for the paper's setting (docs/maths/natgrad.rst#natgrad-isotropic-unit).
     """
     act = _check_activation(activation)
     s_arr = np.asarray(s)
@@ -269,10 +269,10 @@ def meanfield_forward(
     input_second_moment: float = 1.0,
     input_mean: float = 0.0,
 ) -> MeanField:
-    """Forward mean-field recursion of natgrad.md 1.3 for ``depth`` hidden layers.
+    """Forward mean-field recursion of docs/maths/natgrad.rst#natgrad-meanfield-order-parameters for ``depth`` hidden layers.
 
     Weights W^l_ij ~ N(0, sigma_w2 / n_{l-1}), biases ~ N(0, sigma_b2) (variances, one value
-    or one per layer). ``A_hat^0 = input_second_moment`` (|x|^2 / n_0; 1 for x ~ N(0, I)),
+    or one per layer). ``A_hat^0 = input_second_moment`` (``|x|^2 / n_0``; 1 for x ~ N(0, I)),
     ``q^l = sigma_w2 A_hat^{l-1} + sigma_b2``, ``A_hat^l = E[phi(sqrt(q^l) z)^2]``,
     ``m^l = E[phi(sqrt(q^l) z)]``, ``v^l = A_hat^l - (m^l)^2``; m^0 = ``input_mean`` (the
     mean of an input coordinate) and v^0 = A_hat^0 - (m^0)^2. Closed forms for relu
@@ -311,7 +311,7 @@ def meanfield_backward(
     *,
     sigma_v2: float | None = None,
 ) -> np.ndarray:
-    """Mean backprop factor ``beta_bar^l = E[sum_o (d f_o / d x^l_i)^2]`` (natgrad.md 1.3).
+    """Mean backprop factor ``beta_bar^l = E[sum_o (d f_o / d x^l_i)^2]`` (docs/maths/natgrad.rst#natgrad-meanfield-order-parameters).
 
     ``sizes`` = [n_0, n_1, ..., n_L, K] (inputs, L hidden widths, outputs); ``q`` the
     pre-activation variances from :func:`meanfield_forward` (length L + 1, q[0] unused);
@@ -345,7 +345,7 @@ def meanfield_backward(
 
 
 def unit_statistics(W: Any, b: Any, m: float, v: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-unit (s_i, c_i) of a layer whose inputs have mean m and variance v (natgrad.md
+    """Per-unit (s_i, c_i) of a layer whose inputs have mean m and variance v (docs/maths/natgrad.rst#natgrad
     1.3): ``s_i = |w_i| sqrt(v)``, ``c_i = m sum_j w_ij + b_i``, so u_i ~ N(c_i, s_i^2).
     W is (n_out, n_in), b is (n_out,); float64 results of shape (n_out,)."""
     Wa = np.asarray(W, dtype=np.float64)

@@ -1,6 +1,6 @@
 """The MLP: weights, activations and an output head, over NumPy (or CuPy) arrays.
 
-Conventions (DESIGN.md): z_l = W_l a_{l-1} + b_l, a_l = phi(z_l) for hidden layers, and the
+Conventions (docs/maths/conventions.rst#conventions-flat-order): z_l = W_l a_{l-1} + b_l, a_l = phi(z_l) for hidden layers, and the
 output h = z_L is the head's natural parameter. Parameters flatten layer by layer: W_l
 row-major with shape (n_out, n_in), then b_l.
 """

@@ -1,4 +1,4 @@
-"""How unit-wise block-diagonal is an MLP's Fisher matrix? (natgrad.md 1.1 and 1.9)
+"""How unit-wise block-diagonal is an MLP's Fisher matrix? (docs/maths/natgrad.rst#natgrad-unit-blocks)
 
 :func:`block_structure` classifies every pair of parameters (a, b), a != b, by where it
 sits relative to the unit blocks (a unit owns row i of W_l and b_l[i]; its inputs are
@@ -19,7 +19,7 @@ For each class it reports the RMS of the normalised entries
 ``C_ab = F_ab / sqrt(F_aa F_bb)``, the mass ``sum F_ab^2`` and the ratio of that mass to
 the in-block mass (the squared Frobenius norm of the unit blocks, diagonals included).
 Amari, Karakida and Oizumi show that the off-block classes are small for wide random nets;
-with many outputs the largest one (B) decays like ``n^-1/2`` (natgrad.md 1.9), with a
+with many outputs the largest one (B) decays like ``n^-1/2`` (docs/maths/natgrad.rst#natgrad-unit-blocks), with a
 scalar output it does not decay.
 """
 from __future__ import annotations
@@ -99,7 +99,7 @@ def block_structure(model: MLP, X: Any, y: Any = None, *, estimator: str = "exac
     (any size; exact estimator) k random pairs per class are drawn (``seed``) and their
     entries accumulated from per-sample backpropagated factors over chunks of ``chunk``
     inputs, O(N C P) time and no P x P memory; the squared entries are estimated without
-    the Monte Carlo bias of the mean (natgrad.md 1.9).
+    the Monte Carlo bias of the mean (docs/maths/natgrad.rst#natgrad-unit-blocks).
     """
     check_model(model, host_only=True, what="block_structure")
     Xc, _ = model._inputs(X)

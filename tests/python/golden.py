@@ -1,4 +1,4 @@
-"""Golden values of math/variance.md section 10: a fully specified 2-2-3 tanh network,
+"""Golden values computed by hand for a fully specified 2-2-3 tanh network,
 one input, one label draw. Shared by the tests of the head moments and of the variances."""
 import numpy as np
 

@@ -329,7 +329,7 @@ def _vr_act(name, z):
 
 
 def _factors(m64, X: np.ndarray, need_T: bool):
-    """Natural parameters h (m, C) and per-layer factors (math/variance.md 5.2): G_L = I,
+    """Natural parameters h (m, C) and per-layer factors (docs/maths/variance.rst#variance-per-unit-scalars): G_L = I,
     G_l = (G_{l+1} W_{l+1}) diag(phi'_l), and the output-Hessian diagonals without the full
     T_l: diag(T_l[c]) = sum_{m >= l} (A_{l->m} o A_{l->m})^T v_m(c) with
     v_m(c) = (G_{m+1}[c] W_{m+1}) o phi''_m and A_{l->m} = dz_m/dz_l (A_{l->l} = I,

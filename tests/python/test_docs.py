@@ -91,8 +91,6 @@ def test_citations_in_code_point_at_existing_sections() -> None:
     assert not bad, "citations of missing pages or labels:\n" + "\n".join(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="the code still cites internal notes that are not in the repository; "
-                                       "remove this mark once every citation points into docs/")
 def test_code_cites_no_document_outside_the_repository() -> None:
     stale = re.compile(r"\b(?:math/)?(?:variance|natgrad)\.md\b|\bMATH\.md\b|\bDESIGN\.md\b|\bSTYLE\.md\b")
     hits = [f"{f.relative_to(ROOT)}:{n}" for f in _code_files()

@@ -1,5 +1,5 @@
 """fisherkit.linalg: batched diagonal-plus-rank-2 solves/inverses and the rank-1 / rank-B
-damped Fisher solves, against dense NumPy oracles (natgrad.md 1.10 A1-A3, 3.5)."""
+damped Fisher solves, against dense NumPy oracles (oracles: exact solves and inverses, the O(n) unit formula, the rank-B solve)."""
 from __future__ import annotations
 
 import numpy as np
@@ -38,7 +38,7 @@ def random_system(rng, batch, n, kind="psd"):
     if kind == "psd":
         L = rng.normal(size=batch + (2, 2))
         S = L @ np.swapaxes(L, -1, -2)
-    elif kind == "unit":  # natgrad.md 1.7 core [[A2 - A0, A1], [A1, 0]]: always singular-ish
+    elif kind == "unit":  # docs/maths/natgrad.rst#natgrad-meanfield-solver core [[A2 - A0, A1], [A1, 0]]: always singular-ish
         S = np.zeros(batch + (2, 2))
         S[..., 0, 0] = rng.uniform(-0.3, 1.0, batch)
         S[..., 0, 1] = S[..., 1, 0] = rng.uniform(-0.5, 0.5, batch)
@@ -72,7 +72,7 @@ def test_dpr2_solve_matches_dense(rng, n, kind, damping):
 
 
 def test_dpr2_solve_singular_core_exact_cases(rng):
-    # A1 = 0 and A2 = A0: the core C is exactly zero (natgrad.md 1.7) -> x = r / d.
+    # A1 = 0 and A2 = A0: the core C is exactly zero (docs/maths/natgrad.rst#natgrad-meanfield-solver) -> x = r / d.
     n = 11
     d = np.full((2, n), 0.7)
     U = rng.normal(size=(2, n, 2))
@@ -126,7 +126,7 @@ def test_dpr2_solve_non_contiguous(rng):
 
 
 def test_dpr2_solve_amari_unit_natural_gradient(rng):
-    """natgrad.md 1.10 A2: the O(n) formula of 1.7 (alpha, y1, y2) equals dpr2_solve."""
+    """The O(n) unit formula (alpha, y1, y2) equals dpr2_solve."""
     n = 300
     w = rng.normal(size=n) / np.sqrt(n)
     bias = 0.3
@@ -178,7 +178,7 @@ def test_dpr2_dtype_promotion(rng):
 # ------------------------------------------------------------------ dpr2_inverse
 @pytest.mark.parametrize("n", [1, 2, 17, 1000])
 def test_dpr2_inverse_times_block_is_identity(rng, n):
-    """natgrad.md 1.10 A1 with the unit FIM of 1.5: ||G G^-1 - I||_max <= 1e-12."""
+    """The explicit inverse of the isotropic unit FIM: ||G G^-1 - I||_max <= 1e-12."""
     blocks = 1 if n == 1000 else 6
     w = rng.normal(size=(blocks, n)) / np.sqrt(n)
     bias = rng.normal(size=blocks) * 0.3
@@ -351,7 +351,7 @@ def test_rank1_errors(rng):
 # ------------------------------------------------------------------ rank-B
 @pytest.mark.parametrize("B,p", [(1, 7), (16, 300), (5, 3), (40, 41)])
 def test_rankb_matches_dense(rng, B, p):
-    """natgrad.md 3.5: F_B = lam I + (1/B) sum_b psi_b psi_b^T; sample space == dense."""
+    """docs/maths/rank1.rst#rank1-rank-b: F_B = lam I + (1/B) sum_b psi_b psi_b^T; sample space == dense."""
     Psi = rng.normal(size=(B, p))
     g = rng.normal(size=p)
     lam = 0.5

@@ -1,4 +1,4 @@
-"""fisherkit.meanfield: the unit integrals A_k (natgrad.md 1.4, oracle A4) and the
+"""fisherkit.meanfield: the unit integrals A_k (docs/maths/natgrad.rst#natgrad-unit-integrals, oracle A4) and the
 mean-field recursions (1.3), against an adaptive quadrature written here (no SciPy)."""
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ def test_meanfield_forward_against_quadrature(act, sw, sb):
 
 
 def test_meanfield_forward_reference_values():
-    """natgrad.md 1.3: tanh (1.5, 0.01) q = 1.51, 0.714, 0.511, 0.426; the ReLU fixed point."""
+    """docs/maths/natgrad.rst#natgrad-meanfield-order-parameters: tanh (1.5, 0.01) q = 1.51, 0.714, 0.511, 0.426; the ReLU fixed point."""
     mf = meanfield.meanfield_forward(1.5, 0.01, "tanh", 4)
     np.testing.assert_allclose(mf.q[1:], [1.51, 0.714, 0.511, 0.426], atol=6e-4)
     assert np.all(np.abs(mf.m[1:]) < 1e-15)

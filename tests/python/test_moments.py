@@ -1,8 +1,8 @@
-"""Head moment contractions and per-unit variance scalars (math/variance.md 1.2, 2, 2.1, 5.2).
+"""Head moment contractions and per-unit variance scalars (docs/maths/heads.rst#heads-fourth-moments).
 
 Oracles: exact enumeration of the label support (categorical; Bernoulli over {0,1}^C),
 truncated sums (Poisson, tail < 1e-15) and the 3-point Gauss-Hermite product rule
-(Gaussian; exact to degree 5 per coordinate), i.e. O1 and O6 of variance.md section 8, and
+(Gaussian; exact to degree 5 per coordinate), i.e. the enumeration and quadrature oracles, and
 the golden 2-2-3 tanh network of section 10.
 """
 from __future__ import annotations
@@ -317,7 +317,7 @@ def test_bernoulli_at_one_half_gives_zero_score_variance():
 
 
 def test_categorical_stable_form_in_float32():
-    """p = (0.5001, 0.4999), g = (1, -1): r = 16 p1 p2 (p1 - p2)^2 = 1.6000e-7 (variance.md 4.3)."""
+    """p = (0.5001, 0.4999), g = (1, -1): r = 16 p1 p2 (p1 - p2)^2 = 1.6000e-7 (docs/maths/heads.rst#heads-fourth-moments)."""
     p = np.array([0.5001, 0.4999])
     exact = 16 * p[0] * p[1] * (p[0] - p[1]) ** 2
     assert exact == pytest.approx(1.6e-7, rel=1e-4)

@@ -1,8 +1,8 @@
-"""fisherkit.natgrad against independent oracles (natgrad.md 1.5-1.8, 1.10, 2.5, 2.6).
+"""fisherkit.natgrad against independent oracles (docs/maths/natgrad.rst#natgrad-isotropic-unit).
 
 Oracles: dense NumPy solves of blocks cut out of the full Fisher matrix computed by the
 compiled engine (fisherkit.fisher(shape="full")), dense blocks assembled here from the
-formulas of natgrad.md 1.6 / 1.6b with the library's A_k, Monte Carlo unit blocks formed
+formulas of docs/maths/natgrad.rst#natgrad-nonzero-mean / 1.6b with the library's A_k, Monte Carlo unit blocks formed
 here from samples, and hand-written 2 x 2 solves.
 """
 from __future__ import annotations
@@ -132,7 +132,7 @@ def test_score_estimator_is_unbiased(rng):
         assert np.abs(b["m00"] - a["m00"]).max() / a["m00"].max() < 5 * 2.0 / np.sqrt(4000 * 30)
 
 
-# ------------------------------------------------------------------ closed forms (natgrad.md 1.6, 1.6b)
+# ------------------------------------------------------------------ closed forms (docs/maths/natgrad.rst#natgrad-nonzero-mean)
 def _meanfield_block(w, b, m, v, beta, act, lam):
     n = w.size
     r = np.linalg.norm(w)
@@ -203,7 +203,7 @@ def test_float32_agrees_with_float64(method, rng):
 
 
 def test_meanfield_matches_monte_carlo_wide_unit(rng):
-    """natgrad.md A5: wide random unit (n = 400), x ~ N(0, I): the closed-form block is at the
+    """Wide random unit (n = 400), x ~ N(0, I): the closed-form block is at the
     Monte Carlo noise floor of the empirical block, and the natural gradients agree."""
     n, K, N = 400, 3, 8000
     model = fk.MLP.init([n, 1, K], activation="tanh", head="gaussian", seed=11, weight_std=1.5)
@@ -241,7 +241,7 @@ def test_meanfield_matches_monte_carlo_wide_unit(rng):
 
 @pytest.mark.slow
 def test_meanfield_monte_carlo_large_n(rng):
-    n, N = 200, 160000  # N / n = 800 as in natgrad.md T2 (n = 400, N = 3.2e5)
+    n, N = 200, 160000  # N / n = 800 (the published check used n = 400, N = 3.2e5)
     w = rng.standard_normal(n) * (1.5 / np.sqrt(n))
     b = -0.2
     model = fk.MLP([(w[None, :], np.array([b])), (np.ones((2, 1)), np.zeros(2))], "tanh", "gaussian")
@@ -261,7 +261,7 @@ def test_meanfield_monte_carlo_large_n(rng):
 
 
 def _deep_check(n, N, act, seed, rng, rel_damping=1e-4):
-    """natgrad.md A9: correlated-input closed form vs the exact Monte Carlo unit block in
+    """Correlated-input closed form vs the exact Monte Carlo unit block in
     layers 2-3 of a deep random net with K = n outputs. Returns per-unit cosines."""
     sw = np.sqrt(1.5) if act == "tanh" else np.sqrt(2.0)
     model = fk.MLP.init([n, n, n, n, n], activation=act, head="gaussian", seed=seed, weight_std=sw, bias_std=0.1)
@@ -270,7 +270,7 @@ def _deep_check(n, N, act, seed, rng, rel_damping=1e-4):
     xs = natgrad.layer_inputs(model, X)
     out = {"unit-correlated": [], "unit-meanfield": []}
     corr = natgrad.curvature(model, X, method="unit-correlated")
-    # the isotropic statistics (scalar input mean and variance, natgrad.md 1.6) from the same
+    # the isotropic statistics (scalar input mean and variance, docs/maths/natgrad.rst#natgrad-nonzero-mean) from the same
     # pass; the library's own isotropic statistics are checked in test_closed_forms_*
     iso = natgrad.Curvature("unit-meanfield", [
         {"m": np.array(st["mu"].mean()), "v": np.array(np.trace(st["sigma"]) / n + st["mu"].var()), "beta": st["beta"]}
@@ -313,7 +313,7 @@ def test_correlated_deep_n256_tanh(rng):
 def test_correlated_deep_n256_relu(rng):
     # Measured (N = 8000): 0.954-0.998 in layer 2, 0.933-0.990 in layer 3; the lowest values
     # belong to the units active on only ~20% of the inputs, whose Monte Carlo reference block
-    # rests on ~1,700 effective samples for 257 dimensions. natgrad.md T6 reports 0.986-0.999
+    # rests on ~1,700 effective samples for 257 dimensions. wider nets reached 0.986-0.999
     # with N = 12,000-20,000. Asserted: mean >= 0.97, every unit >= 0.9.
     res = _deep_check(256, 8000, "relu", 22, rng, rel_damping=1e-3)
     assert np.mean(res["unit-correlated"]) >= 0.97 and min(res["unit-correlated"]) >= 0.9
@@ -321,7 +321,7 @@ def test_correlated_deep_n256_relu(rng):
 
 
 def test_positivity_of_closed_forms(rng):
-    # natgrad.md A7: NG . g > 0 for every method
+    # descent directions: NG . g > 0 for every method
     model = fk.MLP.init([6, 9, 7, 4], activation="relu", seed=9, bias_std=0.1)
     X = rng.standard_normal((120, 6))
     y = rng.integers(0, 4, 120)
@@ -331,7 +331,7 @@ def test_positivity_of_closed_forms(rng):
         assert x @ g > 0, method
 
 
-# ------------------------------------------------------------------ quasi-diagonal (natgrad.md 2.5, 2.6)
+# ------------------------------------------------------------------ quasi-diagonal (docs/maths/natgrad.rst#natgrad-quasi-diagonal)
 def test_qd_fan_in_one_equals_exact_2x2(rng):
     model = fk.MLP.init([1, 5, 3], activation="tanh", seed=12, bias_std=0.5)
     X = rng.standard_normal((70, 1)) + 0.4
@@ -375,7 +375,7 @@ def test_qd_statistics_and_pairwise_2x2(rng):
 
 
 def test_qd_affine_invariance(rng):
-    """natgrad.md 2.5(d): input activity a_i -> alpha_i a_i + beta_i with the unit
+    """docs/maths/natgrad.rst#natgrad-quasi-diagonal(d): input activity a_i -> alpha_i a_i + beta_i with the unit
     re-parametrised so V is unchanged: the QD step changes V(x) identically (1e-12); the
     diagonal step does not."""
     n, N = 5, 100

@@ -1,6 +1,6 @@
 """fisherkit.rl: policies (log-probabilities, scores, Fisher products) against finite
 differences and dense references, the natural-gradient directions against dense solves
-and the identities of natgrad.md 3.2/3.5, GAE against a hand-computed trajectory, and a
+and the identities of docs/maths/rank1.rst#rank1-sherman-morrison, GAE against a hand-computed trajectory, and a
 short seeded CartPole run."""
 from __future__ import annotations
 
@@ -203,7 +203,7 @@ def test_rank1_direction_is_dense_solve_and_ascent(make, psi):
 
 @pytest.mark.parametrize("make", [_categorical, _gaussian])
 def test_rank1_same_sample_identity(make):
-    # natgrad.md 3.5: one sample, g = A psi  =>  d = A psi / (lambda + |psi|^2)
+    # docs/maths/rank1.rst#rank1-rank-b: one sample, g = A psi  =>  d = A psi / (lambda + |psi|^2)
     pol = make()
     obs, acts = _batch(pol, 1)
     A = -1.7

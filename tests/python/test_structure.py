@@ -84,7 +84,7 @@ def test_bad_arguments(rng):
 
 @pytest.mark.slow
 def test_off_block_decay_many_outputs():
-    """natgrad.md 1.9 / A6: with K = n outputs the class-B entries decay like n^-1/2."""
+    """docs/maths/natgrad.rst#natgrad-unit-blocks / A6: with K = n outputs the class-B entries decay like n^-1/2."""
     rng = np.random.default_rng(5)
     widths = [32, 64, 128, 256]
     rms = []

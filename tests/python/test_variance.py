@@ -1,5 +1,5 @@
 """Closed-form variances of the sampled Fisher estimators (fisherkit.variance; issue 4,
-math/variance.md sections 4, 5, 8 and 10).
+docs/maths/variance.rst#variance).
 
 Oracles, all independent of fisherkit's engine:
 * O4: exact enumeration of the label support (categorical; Bernoulli over {0,1}^C; Poisson

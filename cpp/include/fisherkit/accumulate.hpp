@@ -1,5 +1,5 @@
 // Fisher information estimates of an MLP, accumulated over chunks of inputs into one of
-// four shapes. MATH.md (math/variance.md sections 1.5, 3.1, 5.2).
+// four shapes. docs/maths/conventions.rst#conventions-network (docs/maths/estimators.rst#estimators-shapes).
 //
 // Estimators (S = samples draws of y per input, drawn from the model with the
 // counter-based generator, so results do not depend on chunk size or threads; draw s of
@@ -24,7 +24,7 @@
 // pseudo-gradient rows. The Hessian estimator subtracts the output-Hessian term computed
 // by the recursion T_l = D_l W_{l+1}^T T_{l+1} W_{l+1} D_l + diag(ehat_l * phi''(z_l)) for
 // the contracted output taubar^T h (within-layer blocks), plus the cross-layer formula of
-// math/variance.md 5.2 for "full" (O(N P^2) work: meant for small P).
+// docs/maths/variance.rst#variance-output-hessian for "full" (O(N P^2) work: meant for small P).
 //
 // Accumulation: each chunk is summed in T by BLAS, chunk sums are accumulated in float64,
 // so float32 error grows with the chunk size, not with N.
@@ -73,7 +73,7 @@ void fisher(const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, MatrixVi
 
 /// Output Hessians d^2 h_c / dtheta^2 per input, out: N x (C * P * P), row n holding C
 /// symmetric P x P matrices in the flat parameter order (within-layer blocks from the
-/// output-Hessian recursion T_l, cross-layer blocks from math/variance.md 5.2). For small
+/// output-Hessian recursion T_l, cross-layer blocks from docs/maths/variance.rst#variance-output-hessian). For small
 /// problems: O(C P^2) work and memory per input.
 template <class T>
 void output_hessians(const Mlp<T>& mlp, MatrixView<const T> X, MatrixView<T> out,

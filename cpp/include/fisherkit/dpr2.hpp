@@ -1,11 +1,11 @@
-// Batched diagonal-plus-rank-2 blocks: solve and explicit inverse (natgrad.md 1.5-1.7).
+// Batched diagonal-plus-rank-2 blocks: solve and explicit inverse (docs/maths/natgrad.rst#natgrad-dpr2).
 //
 // B independent blocks of size n, block b being
 //   A_b = diag(d_b + damping) + U_b S_b U_b^T,
 // with d_b > 0 (n entries), U_b an n x 2 matrix and S_b a 2 x 2 matrix that may be singular
 // (and need not be symmetric). Both routines use the push-through Woodbury identity
 //   A^-1 = D^-1 - D^-1 U (I_2 + S K)^-1 S U^T D^-1,   K = U^T D^-1 U,
-// which never inverts S (natgrad.md 1.7: C = [[A2-A0, A1], [A1, 0]] is singular when
+// which never inverts S (docs/maths/natgrad.rst#natgrad-meanfield-solver: C = [[A2-A0, A1], [A1, 0]] is singular when
 // A1 = 0 and A2 = A0). Per block the cost is O(n) for the solve and O(n^2) for the inverse;
 // the 2 x 2 reductions are accumulated in double for float and double alike.
 //
@@ -39,7 +39,7 @@ void dpr2_solve(MatrixView<const T> d, MatrixView<const T> U, MatrixView<const T
                 Stream stream = nullptr);
 
 /// Explicit inverses: out row b = (A_b)^-1 stored row-major n x n (out is B x n^2), via
-/// A^-1 = D^-1 - (D^-1 U) Z (D^-1 U)^T, Z = (I + S K)^-1 S (natgrad.md 1.7, first form).
+/// A^-1 = D^-1 - (D^-1 U) Z (D^-1 U)^T, Z = (I + S K)^-1 S (docs/maths/natgrad.rst#natgrad-meanfield-solver, first form).
 /// Same checks as dpr2_solve. Cost O(n^2) per block; meant for small n and for tests.
 template <class T>
 void dpr2_inverse(MatrixView<const T> d, MatrixView<const T> U, MatrixView<const T> S,

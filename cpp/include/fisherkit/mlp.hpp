@@ -1,6 +1,6 @@
 // An MLP described by views of its weights, and the per-sample passes over it.
 //
-// Network (MATH.md): z_l = W_l a_{l-1} + b_l, a_l = phi_l(z_l) for hidden layers, and the
+// Network (docs/maths/conventions.rst#conventions-network): z_l = W_l a_{l-1} + b_l, a_l = phi_l(z_l) for hidden layers, and the
 // output h = z_L is the head's natural parameter (no output non-linearity). A layer may have
 // no bias. Parameters are flattened layer by layer: W_l row-major (n_out x n_in), then b_l
 // (layout.hpp).

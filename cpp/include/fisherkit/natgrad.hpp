@@ -14,7 +14,7 @@
 
 namespace fisherkit {
 
-/// Per-sample metric weight of a unit (natgrad.md 0, 2.3): exact (the head's covariance,
+/// Per-sample metric weight of a unit (docs/maths/natgrad.rst#natgrad-unit-blocks): exact (the head's covariance,
 /// C backward rows per input), score (`samples` labels drawn from the model, drawn as
 /// fisher()'s score estimator draws them), empirical (the data labels), bpm (Ollivier's
 /// backpropagated metric: diag Cov(t|h) backpropagated with squared weights; no rows).

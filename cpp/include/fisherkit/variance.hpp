@@ -1,8 +1,8 @@
 // Closed-form element-wise variance of the two unbiased Fisher estimators (score I1 and
-// Hessian I2) and their covariance, math/variance.md sections 4-5 (Soen & Sun).
+// Hessian I2) and their covariance, docs/maths/variance.rst#variance (Soen & Sun).
 //
 // For one input x and one label draw, every diagonal entry of an MLP parameter
-// i = (l, u, j) reduces to per-unit scalars (math/variance.md 5.2):
+// i = (l, u, j) reduces to per-unit scalars (docs/maths/variance.rst#variance-per-unit-scalars):
 //   F_ii = abar_j^2 q,  Var(I1_ii) = abar_j^4 r,  Var(I2_ii) = abar_j^4 w,
 //   Cov(I1_ii, I2_ii) = abar_j^4 c,
 // with q, r, w, c computed from the unit's backward column g = G_l[:, u] and its output-
@@ -27,7 +27,7 @@ enum class Moment : int {
   v2 = 1,        ///< Var(I2 entry | x): Hessian estimator
   c12 = 2,       ///< Cov(I1 entry, I2 entry | x) for one shared draw
   fsq = 3,       ///< F(x)_entry^2: squared per-input exact Fisher (for the input-sampling part)
-  v1_lower = 4,  ///< lower bound of v1 (variance.md 5.4; diag shape)
+  v1_lower = 4,  ///< lower bound of v1 (docs/maths/variance.rst#variance-bounds; diag shape)
   v1_upper = 5,  ///< upper bound of v1
   v2_lower = 6,  ///< lower bound of v2
   v2_upper = 7,  ///< upper bound of v2
@@ -48,7 +48,7 @@ void variance_sum(const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, Mo
 /// Per-input Gram matrix of the output Jacobian, out (N x C*C) row n = J_n J_n^T (C x C,
 /// row-major) = sum_l |abar_{l-1}|^2 G_l G_l^T with G_l = dh/dz_l, from per-layer factors
 /// (never a C x P Jacobian). The total (trace) variance of the score estimator is built
-/// from it (variance.md 4.5). Cost: one backward pass of C rows per input.
+/// from it (docs/maths/variance.rst#variance-trace). Cost: one backward pass of C rows per input.
 template <class T>
 void output_gram(const Mlp<T>& mlp, MatrixView<const T> X, MatrixView<T> out, std::int64_t chunk = 0,
                  Stream stream = nullptr);

@@ -1,11 +1,11 @@
 // The Fisher estimators in every shape (accumulate.hpp), and the per-input output Hessians,
 // written once. Every shape is built from the backward rows D_l of the estimator's
-// pseudo-outputs (math/variance.md 5.2): diag and unit from the per-unit weights
+// pseudo-outputs (docs/maths/variance.rst#variance-per-unit-scalars): diag and unit from the per-unit weights
 // q_su = sum_m D_l[s M + m, u]^2 (minus diag(T_l) for the Hessian estimator), layer and full
 // from the Gram of the pseudo-gradient rows D_l[r] (x) abar. The Hessian estimator
 // subtracts the output-Hessian term of the contracted output taubar^T h: within each layer
 // sum_s T_l[s] (x) abar abar^T (a weighted Gram per pair of units), and for "full" the
-// cross-layer blocks of math/variance.md 5.2.
+// cross-layer blocks of docs/maths/variance.rst#variance-layer-blocks
 #pragma once
 #include "fisherkit/detail/rng.hpp"
 #include "mlp.hpp"
@@ -263,7 +263,7 @@ void scale_chain_rows(X& x, T* out, const T* A, const T* d1, i64 n, i64 np, i64 
   x.for_2d(n * np, nl, [=] FISHERKIT_LAMBDA(i64 r, i64 u) { out[r * nl + u] = d1[r] * A[r * nl + u]; });
 }
 
-/// The cross-layer output-Hessian blocks (l < m) of math/variance.md 5.2 for the `count`
+/// The cross-layer output-Hessian blocks (l < m) of docs/maths/variance.rst#variance-output-hessian for the `count`
 /// samples of the chunk from s_begin on, times sign, into the upper triangle of the P x P
 /// matrix `mat`.
 template <class X, class T>

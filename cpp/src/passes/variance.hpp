@@ -1,4 +1,4 @@
-// The closed-form variance sums of variance.hpp written once (math/variance.md 4-5): per
+// The closed-form variance sums of variance.hpp written once (docs/maths/variance.rst#variance): per
 // input, the backward columns G_l = dh/dz_l of every output and, for the Hessian estimator,
 // the output-Hessian diagonals diag(T_l[c]); then per (input, unit) the scalars of
 // detail/moments.hpp, accumulated like the Fisher's diagonal (one GEMM) or unit blocks (one

@@ -1,8 +1,8 @@
-"""Natural gradients of MLPs without inverting the Fisher matrix (natgrad.md sections 1-2).
+"""Natural gradients of MLPs without inverting the Fisher matrix (docs/maths/natgrad.rst#natgrad).
 
 :func:`natural_gradient` preconditions a loss gradient with one of six approximations of
 the Fisher information matrix F. Every unit-wise method uses the same abstraction
-(natgrad.md 0, 4): the block of unit i of layer l is a scalar-weighted Gram of the unit's
+(docs/maths/natgrad.rst#natgrad-unit-blocks): the block of unit i of layer l is a scalar-weighted Gram of the unit's
 augmented inputs ``x~ = [x^{l-1}; 1]``,
 
     G_i = (1/N) sum_s g2[s, i] x~_s x~_s^T,
@@ -12,22 +12,22 @@ with rho = dh/du_i; score: squared backprop of a label drawn from the model; emp
 squared backprop of the data label; bpm: Ollivier's backpropagated metric, the
 diagonal of Cov(t|h) backpropagated with squared weights, one cheap pass, no sampling).
 
-==================  ===========================================================  =============================
-method              what is inverted                                             cost per layer (m units, fan-in n, N inputs)
-==================  ===========================================================  =============================
-``full``            the dense P x P FIM (reference; small models only)             P^3/3 + N C P^2
-``unit``            exact unit blocks G_i + damping I, Cholesky per block          2 m N (n+1)^2 + m (n+1)^3 / 3
-                    (all units batched); sample-space Woodbury when N < n + 1      m (N^2 n + N^3 / 3)
-``unit-correlated`` natgrad.md 1.6b: Gaussian surrogate x ~ N(mu, Sigma) of the    N n^2 + n^3 (one eigh) + 3 m n^2
-                    layer's inputs; Sigma shared by all units + per-unit rank 2
-``unit-meanfield``  natgrad.md 1.5-1.7: isotropic inputs (mean m, variance v):     O(m n): row reductions + 3x3
-                    scalar diagonal + rank 2, explicit O(n) inverse
-``quasi-diagonal``  Ollivier's QD (natgrad.md 2.4): per edge the 2x2 system on     2 m N n (statistics) + O(m n)
-                    (bias, weight), then the bias correction
-``diag``            the diagonal of F                                              m N n
-==================  ===========================================================  =============================
+- ``full``: the dense P x P FIM (reference; small models only). Cost P^3/3 + N C P^2.
+- ``unit``: exact unit blocks G_i + damping I, Cholesky per block (all units batched), or the
+  sample-space Woodbury solve when N < n + 1. Cost 2 m N (n+1)^2 + m (n+1)^3 / 3, or
+  m (N^2 n + N^3 / 3) in sample space.
+- ``unit-correlated``: a Gaussian surrogate x ~ N(mu, Sigma) of the layer's inputs, Sigma
+  shared by all units plus a per-unit rank 2 (docs/maths/natgrad.rst#natgrad-correlated-inputs).
+  Cost N n^2 + n^3 (one eigh, reusable across steps) + 4 m n^2.
+- ``unit-meanfield``: isotropic inputs (mean m, variance v), a scalar diagonal plus rank 2
+  with an explicit O(n) inverse (docs/maths/natgrad.rst#natgrad-isotropic-unit). Cost O(m n).
+- ``quasi-diagonal``: Ollivier's QD, per edge the 2 x 2 system on (bias, weight), then the bias
+  correction (docs/maths/natgrad.rst#natgrad-quasi-diagonal). Cost 2 m N n + O(m n).
+- ``diag``: the diagonal of F. Cost m N n.
 
-Trade-offs (natgrad.md 1.6, 1.9, 2.5, 5):
+(m units of fan-in n per layer, N inputs, P parameters, C outputs.)
+
+Trade-offs (docs/maths/natgrad.rst#natgrad-nonzero-mean):
 
 * ``unit`` is exact for the block-diagonal of F and works for any trained network, but
   forms and factors ``m (n+1)^2`` numbers per layer: fine up to a few hundred inputs per
@@ -39,16 +39,16 @@ Trade-offs (natgrad.md 1.6, 1.9, 2.5, 5):
   layer's inputs are uncorrelated with a common mean and variance. That holds for the first
   layer of a random net (where it matches the exact block at the Monte Carlo noise floor),
   but **not** for deeper layers, whose inputs inherit a spread covariance: there its
-  natural-gradient cosine with the exact block drops to 0.5-0.9 (measured, natgrad.md T6).
+  natural-gradient cosine with the exact block drops to 0.5-0.9 (measured by tests/python/test_natgrad.py).
 * ``unit-correlated`` fixes that with the layer's input covariance (one n x n
   eigendecomposition per layer, shared by all units, so damping is exact for every unit);
-  cosine >= 0.98 against the exact block in deep layers (natgrad.md A9).
+  cosine >= 0.98 against the exact block in deep layers (tests/python/test_natgrad.py).
 * ``quasi-diagonal`` keeps one 2 x 2 system per edge; it is invariant to affine changes of
-  each input activity (natgrad.md 2.5) but ignores weight-weight couplings.
+  each input activity (docs/maths/natgrad.rst#natgrad-quasi-diagonal) but ignores weight-weight couplings.
 * ``diag`` is the cheapest and is not invariant; ``full`` is the exact reference.
 
 The mean-field methods scale each unit's block by ``beta_i``, the mean metric weight
-backpropagated to the unit's *activity* (natgrad.md 1.3, 1.6), measured on the batch with
+backpropagated to the unit's *activity* (docs/maths/natgrad.rst#natgrad-meanfield-order-parameters), measured on the batch with
 the chosen estimator. The output layer is treated as a layer of linear units.
 
 Everything runs on the compiled engine: one pass over the inputs gives every method's

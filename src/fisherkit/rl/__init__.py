@@ -2,7 +2,7 @@
 
 ``fisherkit.rl.train(env_id, algo="rank1", steps=..., seed=..., **hyperparameters)`` trains an
 on-policy actor-critic whose actor step is plain policy gradient ("pg"), the rank-1
-Sherman-Morrison natural step ("rank1", natgrad.md 3.3, a reconstruction), the rank-B
+Sherman-Morrison natural step ("rank1", docs/maths/rank1.rst#rank1-policy-gradient, a reconstruction), the rank-B
 sample-space damped empirical-Fisher step ("rankB") or conjugate gradient on exact
 Fisher-vector products with a KL step length ("cg"). Policies and critics are fisherkit MLPs.
 """

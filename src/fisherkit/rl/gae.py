@@ -1,6 +1,6 @@
 """Generalised advantage estimation (GAE) over a batch of vectorised-environment rollouts.
 
-Conventions (natgrad.md 3.3, step 2). A rollout holds T steps of E parallel environments.
+Conventions (docs/maths/rank1.rst#rank1-policy-gradient). A rollout holds T steps of E parallel environments.
 Step t of environment e observed s_t, took a_t, received r_t, and then the episode either
 went on, *terminated* (a true terminal state: no value after it) or was *truncated* (a time
 limit: the state after it still has a value, V(s_final), which is bootstrapped).

@@ -127,7 +127,7 @@ class CategoricalPolicy(Policy):
     @classmethod
     def init(cls, obs_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64), activation: str = "tanh",
              seed: int | None = 0, out_scale: float = 0.01, dtype: Any = np.float64) -> "CategoricalPolicy":
-        """A fresh policy: MLP [obs_dim, *hidden, n_actions], last layer scaled by `out_scale`
+        """A fresh policy: MLP ``[obs_dim, *hidden, n_actions]``, last layer scaled by `out_scale`
         (a near-uniform initial policy)."""
         net = MLP.init([int(obs_dim), *map(int, hidden), int(n_actions)], activation, "categorical", seed=seed,
                        dtype=dtype)
@@ -239,7 +239,7 @@ class GaussianPolicy(Policy):
     def init(cls, obs_dim: int, action_dim: int, hidden: Sequence[int] = (64, 64), activation: str = "tanh",
              seed: int | None = 0, out_scale: float = 0.01, log_std: float = 0.0, low: Any = None,
              high: Any = None, dtype: Any = np.float64) -> "GaussianPolicy":
-        """A fresh policy: mean MLP [obs_dim, *hidden, action_dim] (last layer scaled by
+        """A fresh policy: mean MLP ``[obs_dim, *hidden, action_dim]`` (last layer scaled by
         `out_scale`) and log_std filled with `log_std`."""
         net = MLP.init([int(obs_dim), *map(int, hidden), int(action_dim)], activation, "gaussian", seed=seed,
                        dtype=dtype)

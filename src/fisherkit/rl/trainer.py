@@ -1,6 +1,6 @@
 """On-policy actor-critic training on Gymnasium environments with four actor steps.
 
-The loop (natgrad.md 3.3, *reconstructed* by us from the paper's abstract and two
+The loop (docs/maths/rank1.rst#rank1-policy-gradient, *reconstructed* by us from the paper's abstract and two
 third-party summaries of Huo, Dash, Stoican, Kaski & Sun (2025); the paper's own algorithm
 box was not available, so defaults and details are ours):
 
@@ -18,7 +18,7 @@ box was not available, so defaults and details are ours):
      state-action score (``psi="single"``, the summaries' reading), the batch-mean score
      (``"mean"``) or the advantage-weighted mean score (``"advantage"``: psi = g, which
      makes d = g / (lambda + |g|^2), a normalised policy gradient); with ``max_kl`` set the
-     step length is instead sqrt(2 max_kl / d^T F_hat d) (natgrad.md 3.3 step 6);
+     step length is instead sqrt(2 max_kl / d^T F_hat d) (docs/maths/rank1.rst#rank1-policy-gradient);
    * ``"rankB"``: the exact damped empirical-Fisher step over the B batch scores,
      d = (lambda I + Psi^T Psi / B)^-1 g in sample space (:func:`fisherkit.linalg.rankb_solve`),
      theta += lr d (or the ``max_kl`` step length);
@@ -162,7 +162,7 @@ def conjugate_gradient(fvp: Callable[[np.ndarray], np.ndarray], b: np.ndarray, i
                        tol: float = 1e-10) -> np.ndarray:
     """Approximately solve F x = b for symmetric positive definite F given only x -> F x:
     at most `iters` conjugate-gradient iterations (one product each), stopping early when
-    the residual norm falls below tol * |b|. Starts from x = 0."""
+    the residual norm falls below tol * ``|b|``. Starts from x = 0."""
     x = np.zeros_like(b)
     r = b.copy()
     p = r.copy()
@@ -242,7 +242,7 @@ def train(env_id: str, algo: str = "rank1", steps: int = 100_000, seed: int = 0,
         A Gymnasium id with a 1-D Box observation space and Discrete or 1-D Box actions
         (CartPole-v1, Acrobot-v1, Pendulum-v1, ...).
     algo : "pg", "rank1", "rankB" or "cg"
-        The actor step (module docstring; "rank1" follows natgrad.md 3.3's *reconstructed*
+        The actor step (module docstring; "rank1" follows docs/maths/rank1.rst#rank1-policy-gradient's *reconstructed*
         algorithm, not the paper's unavailable algorithm box).
     steps : int
         Environment steps over all parallel environments (rounded up to whole rollouts).

@@ -22,13 +22,13 @@ def variance_bounds(
     chunk: int | None = None,
 ) -> tuple[FisherMatrix, FisherMatrix]:
     """Per-parameter (lower, upper) bounds on the diagonal variance of ``estimator``, as two
-    Diagonal objects with the fixed-X scaling 1/(N^2 S) sum_n:
+    Diagonal objects with the fixed-X scaling 1/(N^2 S) sum_n::
 
         score:   ||J_i||^4 k_min - F_ii^2  <=  V1_i  <=  ||J_i||^4 k_max - F_ii^2
         hessian: ||H_i||^2 lambda_min      <=  V2_i  <=  ||H_i||^2 lambda_max
 
-    with ||J_(l,u,j)|| = |abar_j| ||G_l[:, u]|| (G_l = dh/dz_l), ||H_(l,u,j)|| = abar_j^2
-    ||T_l[:, u, u]|| (the output-Hessian diagonal) and the head's spectral constants at each
+    with ``||J_(l,u,j)|| = |abar_j| ||G_l[:, u]||`` (G_l = dh/dz_l),
+    ``||H_(l,u,j)|| = abar_j^2 ||T_l[:, u, u]||`` (the output-Hessian diagonal) and the head's spectral constants at each
     input (lambda: extreme eigenvalues of Cov(t|h); k: extreme values of the fourth central
     moment over unit vectors). For the categorical head the centred vectors are used
     (tighter); negative per-input lower bounds are raised to 0. For the Gaussian head both

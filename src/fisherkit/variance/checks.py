@@ -72,7 +72,7 @@ def directional_variance(
     population: bool = False,
 ) -> float:
     """Var(u^T I_hat u) of the estimate along the parameter direction `u` (P,)
-    (math/variance.md 4.5), by one forward-mode pass over X: per input
+    (docs/maths/variance.rst#variance-trace), by one forward-mode pass over X: per input
     Var(u^T I1 u) = K(Ju, Ju, Ju, Ju) - (u^T F u)^2 and Var(u^T I2 u) = d^T I d with
     d_a = u^T H_a u (``MLP.jvp(second_order=True)``); fixed-X scaling 1/(N^2 S) sum_n, plus
     (1/N) * the sample variance of u^T F(x_n) u across inputs with ``population=True``."""

@@ -135,7 +135,7 @@ def variance(
     shape : {"diag", "unit", "layer", "full", "trace"}
         The layout of the result, the same as :func:`fisherkit.fisher` returns for that
         shape (``full``: the P x P matrix of Var(I_ij); ``layer``/``unit``: per block).
-        ``trace`` returns the float sum_ij Var(I_ij) over all P^2 entries (math/variance.md
+        ``trace`` returns the float sum_ij Var(I_ij) over all P^2 entries (docs/maths/variance.rst#variance
         4.5): for ``score`` from the C x C Gram J J^T per input, built from per-layer factors
         without any P x P (or C x P) object; for ``hessian`` from sum_ab I_ab <H_a, H_b>_F,
         which needs the C output Hessians (C P^2 per input): small problems only.
@@ -207,7 +207,7 @@ def covariance(
 ) -> FisherMatrix:
     """Element-wise covariance Cov(I1_ij, I2_ij) of the score and Hessian estimates computed
     from the *same* label draws (``fisher(..., seed=s)`` for both estimators):
-    1/(N^2 S) sum_n -kappa3(J_i, J_j, H_ij) (math/variance.md 4.1). A pair of equal estimators
+    1/(N^2 S) sum_n -kappa3(J_i, J_j, H_ij) (docs/maths/variance.rst#variance-elementwise). A pair of equal estimators
     gives :func:`variance`; a pair with ``"exact"`` gives zeros (plus the x-part with
     ``population=True``, which is the same for every pair). Shapes as :func:`variance`
     except ``trace``."""

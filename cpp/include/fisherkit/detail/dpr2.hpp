@@ -1,4 +1,4 @@
-// Element maths of the batched diagonal-plus-rank-2 solve (natgrad.md 1.7, push-through
+// Element maths of the batched diagonal-plus-rank-2 solve (docs/maths/natgrad.rst#natgrad-dpr2, push-through
 // Woodbury), shared by the CPU loops (cpp/src/dpr2.cpp) and the CUDA kernel (cuda/dpr2.cu).
 //
 // Block b: A = D + U S U^T with D = diag(d + damping) (n x n, positive), U (n x 2), S (2 x 2,

@@ -1,5 +1,5 @@
 // Per-sample maths of the exponential-family output heads, on one row h of C natural
-// parameters (the network output). Host-and-device; MATH.md section 2 (math/variance.md).
+// parameters (the network output). Host-and-device; docs/maths/heads.rst#heads-table.
 //
 // p(y | h) = pi(y) exp(t(y)^T h - F(h)):
 //   gaussian    t = y / sigma^2, h = mean,  F = |h|^2 / (2 sigma^2)

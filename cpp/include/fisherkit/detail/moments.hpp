@@ -1,6 +1,6 @@
 // Moments of a head's sufficient statistic t at one row h of natural parameters, as
 // contractions with vectors, and the per-unit variance scalars built from them.
-// Host-and-device; math/variance.md sections 1.2, 2, 2.1, 4.3, 5.1, 5.2.
+// Host-and-device; docs/maths/heads.rst#heads-fourth-moments
 //
 // Notation (tau = t - eta(h), the centred statistic):
 //   I(u,v)        = E[(u.tau)(v.tau)]                     covariance of t (= Hessian of F)
@@ -13,7 +13,7 @@
 // Precision: the vectors and h are read as T and promoted; the head's mean parameters
 // (p, lambda, p(1-p)), the centring means and every sum are computed in double, and the
 // results are returned in double (the caller rounds to T). This is what keeps the
-// categorical variance forms accurate in float32 (variance.md 4.3): the centred
+// categorical variance forms accurate in float32 (docs/maths/heads.rst#heads-fourth-moments): the centred
 // ("stable") forms are used throughout, never sum p u^4 - q^2 style cancellations.
 #pragma once
 #include <cstdint>
@@ -117,7 +117,7 @@ FISHERKIT_HD HeadRow<T> make_head_row(HeadKind kind, double sigma, StridedVec<T>
 
 // ------------------------------------------------------------------ contractions
 
-/// I(h)(u, v) = u^T I(h) v (variance.md 1.2, table of section 2). Categorical: the centred
+/// I(h)(u, v) = u^T I(h) v (docs/maths/heads.rst#heads-fourth-moments). Categorical: the centred
 /// form sum_c p_c u~_c v~_c. O(C).
 template <class T>
 FISHERKIT_HD double head_quad(const HeadRow<T>& r, typename HeadRow<T>::Vec u,
@@ -145,7 +145,7 @@ FISHERKIT_HD double head_quad(const HeadRow<T>& r, typename HeadRow<T>::Vec u,
   return acc;
 }
 
-/// kappa3(u, v, w) = E[(u.tau)(v.tau)(w.tau)] (variance.md section 2): 0 for the Gaussian,
+/// kappa3(u, v, w) = E[(u.tau)(v.tau)(w.tau)] (docs/maths/heads.rst#heads-fourth-moments): 0 for the Gaussian,
 /// sum_c p_c u~ v~ w~ (categorical), sum_c kappa3_c u_c v_c w_c (independent). O(C).
 template <class T>
 FISHERKIT_HD double head_kappa3(const HeadRow<T>& r, typename HeadRow<T>::Vec u,
@@ -222,7 +222,7 @@ FISHERKIT_HD Four four(const HeadRow<T>& r, StridedVec<T> u, StridedVec<T> v, St
 }  // namespace moments_impl
 
 /// K(u, v, w, z) = E[(u.tau)(v.tau)(w.tau)(z.tau)], the 4th central moment contraction
-/// (variance.md 1.2, section 2). Gaussian: sigma^-4 times the three pairings; categorical:
+/// (docs/maths/heads.rst#heads-fourth-moments). Gaussian: sigma^-4 times the three pairings; categorical:
 /// sum_c p_c u~ v~ w~ z~; independent: sum_c kappa4_c u v w z + the three pairings of I.
 /// O(C).
 template <class T>
@@ -234,7 +234,7 @@ FISHERKIT_HD double head_fourth(const HeadRow<T>& r, typename HeadRow<T>::Vec u,
   return f.diag + f.pairings();
 }
 
-/// kappa4(u, v, w, z) = K(u,v,w,z) minus the three pairings of I (variance.md 1.2). Zero for
+/// kappa4(u, v, w, z) = K(u,v,w,z) minus the three pairings of I (docs/maths/heads.rst#heads-fourth-moments). Zero for
 /// the Gaussian; sum_c kappa4_c u v w z for independent heads (kappa4_c = v(1-6v) Bernoulli,
 /// lambda Poisson); for the categorical head the difference of the two (it may cancel). O(C).
 template <class T>
@@ -249,7 +249,7 @@ FISHERKIT_HD double head_kappa4(const HeadRow<T>& r, typename HeadRow<T>::Vec u,
 
 // ------------------------------------------------------------------ per-unit scalars
 
-/// The per-unit scalars of variance.md 5.2 (one unit, one input, one draw).
+/// The per-unit scalars of docs/maths/variance.rst#variance-per-unit-scalars (one unit, one input, one draw).
 struct UnitScalars {
   double q;  ///< g^T I g: F_ii = abar_j^2 q
   double r;  ///< K(g,g,g,g) - q^2 = Var((g.tau)^2): V1_i = abar_j^4 r
@@ -258,7 +258,7 @@ struct UnitScalars {
 };
 
 /// q, r, w, c of one unit from its backward column g = G_l[:, u] and output-Hessian
-/// diagonal tau_d = T_l[:, u, u] (C values each), exactly per the table of variance.md 5.2:
+/// diagonal tau_d = T_l[:, u, u] (C values each), exactly per the table of docs/maths/variance.rst#variance-output-hessian:
 ///   Gaussian     q = |g|^2/s2, r = 2 q^2, w = |tau_d|^2/s2, c = 0
 ///   categorical  q = sum p g~^2, r = sum p (g~^2 - q)^2 (stable form; never the raw
 ///                sum p g~^4 - q^2), w = sum p tau~^2, c = -sum p g~^2 tau~
@@ -327,7 +327,7 @@ FISHERKIT_HD UnitScalars head_unit_scalars(const HeadRow<T>& r, typename HeadRow
   return out;
 }
 
-/// Entries of the layer-block variances of variance.md 5.2 for a pair of units (u, u'):
+/// Entries of the layer-block variances of docs/maths/variance.rst#variance-layer-blocks for a pair of units (u, u'):
 ///   U1 = Var((g_u.tau)(g_u'.tau)) = kappa4(g_u,g_u',g_u,g_u') + q_u q_u' + (g_u^T I g_u')^2,
 ///   U2 = tau^T I tau with tau = T_l[:, u, u'].
 struct UnitPairScalars {
@@ -403,7 +403,7 @@ FISHERKIT_HD UnitPairScalars head_unit_pair_scalars(const HeadRow<T>& r,
 
 // ------------------------------------------------------------------ spectral constants
 
-/// Head constants used by the bounds of variance.md 5.4 (table of section 2.1), at one row.
+/// Head constants used by the bounds of docs/maths/variance.rst#variance-bounds (constants: docs/maths/heads.rst#heads-spectral-constants), at one row.
 /// lambda_min / k_min are exact values or lower bounds, lambda_max / k_max exact values or
 /// upper bounds, so the bounds built from them stay valid:
 ///   Gaussian     1/s2, 1/s2, 3/s2^2, 3/s2^2 (exact)
@@ -461,7 +461,7 @@ FISHERKIT_HD SpectralConstants head_spectral_constants(const HeadRow<T>& r) {
   return SpectralConstants{0.0, 0.0, 0.0, 0.0};
 }
 
-/// Per-input bounds of variance.md 5.4 for one unit (one draw), to be weighted by abar_j^4:
+/// Per-input bounds of docs/maths/variance.rst#variance-bounds for one unit (one draw), to be weighted by abar_j^4:
 ///   score    ||g~||^4 k_min - q^2 <= Var((g.tau)^2) <= ||g~||^4 k_max - q^2  (each raised to >= 0)
 ///   hessian  ||t~||^2 lambda_min <= Var(t.tau)      <= ||t~||^2 lambda_max
 /// with g~, t~ the backward column and output-Hessian diagonal, centred (x - p.x) for the
