@@ -25,12 +25,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import heads as _heads
+from ..fisher import fisher_vector_product as _fisher_vector_product
 from ..model import MLP
-
-try:
-    from ..fisher import fisher_vector_product as _fisher_vector_product
-except ImportError:  # pragma: no cover - builds before the compiled FVP
-    _fisher_vector_product = None
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -194,12 +190,7 @@ class CategoricalPolicy(Policy):
     def fisher_vector_product(self, obs: Any, v: Any) -> np.ndarray:
         X = _obs(self.net, obs)
         v = self._check_theta(v, "v")
-        if _fisher_vector_product is not None:  # the compiled, streamed exact FVP
-            return np.asarray(_fisher_vector_product(self.net, X, v))
-        H = np.asarray(self.net.forward(X))  # pragma: no cover - builds without the compiled FVP
-        p = np.asarray(_heads.mean("categorical", H))
-        u = np.asarray(_jvp(self.net, X, v))
-        return self._vjp.mean(X, H, p * u - p * (p * u).sum(axis=1, keepdims=True))
+        return np.asarray(_fisher_vector_product(self.net, X, v))  # the compiled, streamed exact FVP
 
     def kl(self, obs: Any, old: dict[str, np.ndarray]) -> float:
         new = self.distribution(obs)["probs"]
