@@ -10,7 +10,7 @@ void bind(py::module_& m) {
       [](py::sequence Ws, py::sequence bs, const std::vector<std::string>& acts, const std::string& head,
          double sigma, py::handle X, py::object y, const std::string& estimator, const std::string& shape,
          std::int64_t samples, std::uint64_t seed, std::int64_t chunk, std::int64_t index_offset, py::handle out,
-         py::object progress) {
+         py::object progress, std::vector<std::int64_t> layers) {
         auto oi = array_info(out, "out");
         ArrayInfo yi;
         if (!y.is_none()) yi = array_info(y, "y");
@@ -28,6 +28,7 @@ void bind(py::module_& m) {
           opt.seed = seed;
           opt.chunk = chunk;
           opt.index_offset = index_offset;
+          opt.layers = layers;
           Supervised call(progress);
           py::gil_scoped_release nogil;
           fisher(mlp, hd, x, yy, opt, o, stream_of(xi));
@@ -35,7 +36,8 @@ void bind(py::module_& m) {
       },
       py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"), py::arg("sigma"),
       py::arg("X"), py::arg("y"), py::arg("estimator"), py::arg("shape"), py::arg("samples"), py::arg("seed"),
-      py::arg("chunk"), py::arg("index_offset"), py::arg("out"), py::arg("progress") = py::none());
+      py::arg("chunk"), py::arg("index_offset"), py::arg("out"), py::arg("progress") = py::none(),
+      py::arg("layers") = std::vector<std::int64_t>{});
 
   m.def(
       "output_hessians",

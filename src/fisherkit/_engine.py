@@ -8,7 +8,7 @@ import numpy as np
 
 from ._loader import _core
 from ._validate import check_fits
-from .matrices import FisherMatrix, Provenance, from_flat
+from .matrices import FisherMatrix, LayerBlocks, Provenance, from_flat
 from .model import MLP
 
 ESTIMATORS = ("exact", "score", "hessian", "empirical")
@@ -22,11 +22,13 @@ def provenance(model: MLP, estimator: str, samples: int, seed: int, index_offset
 
 
 def estimate(model: MLP, Xc: Any, yc: Any, estimator: str, shape: str, samples: int, seed: int, chunk: int,
-             index_offset: int, max_bytes: int | None = None, progress: Any = None) -> FisherMatrix:
+             index_offset: int, max_bytes: int | None = None, progress: Any = None,
+             layers: list[int] | None = None) -> FisherMatrix:
     """fisher() on validated inputs (Xc, yc in the core's layout): refuses a result beyond the
-    memory budget before allocating it, runs the compiled pass, wraps the flat result."""
+    memory budget before allocating it, runs the compiled pass, wraps the flat result. `layers`:
+    the subset of layer blocks (shape "layer")."""
     layout = model.layout
-    size = layout.size(shape)
+    size = layout.size(shape) if layers is None else sum(layout.layer_params(l) ** 2 for l in layers)
     extra = size * 8 if model.dtype == np.float32 else 0  # the float64 accumulator
     suggestion = ("use shape='unit' or shape='diag', which fit in memory" if shape in ("full", "layer")
                   else "use a smaller model or fewer units" if shape == "unit" else "use a smaller model")
@@ -34,6 +36,14 @@ def estimate(model: MLP, Xc: Any, yc: Any, estimator: str, shape: str, samples: 
                suggestion, max_bytes)
     out = model.xp.empty(size, dtype=model.dtype)
     _core.fisher(*model._core_args(), model.head, model.sigma, Xc, yc, estimator, shape, samples, seed, chunk,
-                 index_offset, out, progress)
+                 index_offset, out, progress, layers or [])
     n = int(Xc.shape[0])
-    return from_flat(out, layout, shape, n, estimator, provenance(model, estimator, samples, seed, index_offset, n))
+    prov = provenance(model, estimator, samples, seed, index_offset, n)
+    if layers is None:
+        return from_flat(out, layout, shape, n, estimator, prov)
+    blocks, off = [], 0
+    for l in layers:
+        d = layout.layer_params(l)
+        blocks.append(out[off:off + d * d].reshape(d, d))
+        off += d * d
+    return LayerBlocks(blocks, layout.sizes, n, estimator, bias=layout.bias, provenance=prov, layers=layers)

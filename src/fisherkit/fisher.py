@@ -2,14 +2,14 @@
 shape, streamed over chunks of inputs in the compiled core."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 
 from . import heads as _heads
 from ._engine import ESTIMATORS, SHAPES, estimate
 from ._loader import _core
 from ._progress import reporter
-from ._validate import as_chunk, as_index_offset, as_samples
+from ._validate import as_chunk, as_index_offset, as_int, as_samples
 from .matrices import FisherMatrix
 from .model import MLP, check_model
 from .variance.closed_form import standard_error
@@ -31,6 +31,7 @@ def fisher(
     index_offset: int = 0,
     with_stderr: bool = False,
     progress: Any = None,
+    layers: Sequence[int] | None = None,
 ) -> FisherMatrix | tuple[FisherMatrix, FisherMatrix]:
     """Estimate the Fisher information matrix of `model` over the inputs `X`.
 
@@ -68,6 +69,9 @@ def fisher(
         Also return the standard error of every entry: the square root of the closed-form
         fixed-input variance of this estimate (``fisherkit.variance``), in the same layout;
         zeros for "exact"; not available for "empirical".
+    layers : list of int, optional
+        With ``shape="layer"``: compute only these layers' blocks (0-based), e.g. the block of
+        one layer of a network whose full set of blocks would not fit in memory.
     progress : None, True or callable
         Report progress between chunks: a callable taking (done, total) inputs, or True for a
         progress bar (tqdm). Ctrl-C stops the computation at the next chunk in any case.
@@ -91,13 +95,29 @@ def fisher(
                          "needs the data distribution")
     if estimator != "empirical":
         y = None
+    subset = _check_layers(model, shape, layers, with_stderr)
     Xc, yc = model._inputs(X, y)
     with reporter(progress, f"fisher ({estimator}, {shape})") as cb:
         result = estimate(model, Xc, yc, estimator, shape, samples, _heads.resolve_seed(seed), as_chunk(chunk),
-                          index_offset, max_bytes, cb)
+                          index_offset, max_bytes, cb, subset)
     if not with_stderr:
         return result
     return result, standard_error(model, Xc, estimator, shape, samples, chunk, max_bytes)
+
+
+def _check_layers(model: MLP, shape: str, layers: Any, with_stderr: bool) -> list[int] | None:
+    if layers is None:
+        return None
+    if shape != "layer":
+        raise ValueError(f"argument 'layers' selects blocks of shape 'layer', not {shape!r}")
+    if with_stderr:
+        raise ValueError("argument 'layers' cannot be combined with with_stderr=True")
+    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+        raise TypeError(f"argument 'layers' must be a list of layer indices, got {type(layers).__name__}")
+    ids = [as_int(l, "layers", minimum=0, maximum=model.n_layers - 1) for l in layers]
+    if not ids or ids != sorted(set(ids)):
+        raise ValueError(f"argument 'layers' must list distinct layer indices in ascending order, got {list(layers)}")
+    return ids
 
 
 def fisher_vector_product(model: MLP, X: Any, v: Any, *, chunk: int | None = None) -> Any:

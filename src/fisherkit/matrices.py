@@ -217,26 +217,56 @@ class Dense(FisherMatrix):
 
 
 class LayerBlocks(FisherMatrix):
-    """One D_l x D_l block per layer (weights then bias of that layer, D_l = n_l (n_{l-1}+1))."""
+    """One D_l x D_l block per layer (weights then bias of that layer, D_l = n_l k_l). With
+    ``layers`` (a subset computed by ``fisher(..., shape="layer", layers=[...])``) it holds
+    only those layers' blocks: ``blocks``, ``layer(l)``, ``eigvalsh`` and ``inverse`` work
+    per block, and what needs the whole matrix (``to_dense``, ``mv``, ``solve``, ``diagonal``,
+    ``trace``, ``frobenius``) says which layers are missing."""
 
     shape_name = "layer"
 
-    def __init__(self, blocks: list[Any], sizes: Sequence[int], n_samples: int, estimator: str, **kw: Any) -> None:
+    def __init__(self, blocks: list[Any], sizes: Sequence[int], n_samples: int, estimator: str, *,
+                 layers: Sequence[int] | None = None, **kw: Any) -> None:
         super().__init__(sizes, n_samples, estimator, blocks[0].dtype, **kw)
+        self.layers = tuple(range(self.layout.n_layers)) if layers is None else tuple(int(l) for l in layers)
+        if len(blocks) != len(self.layers):
+            raise ValueError(f"argument 'blocks' must hold one block per layer of {list(self.layers)}, got {len(blocks)}")
         self._blocks = list(blocks)
 
     @property
     def blocks(self) -> list[Any]:
         return self._blocks
 
+    def layer(self, l: int) -> Any:
+        """The block of layer l (0-based)."""
+        if l not in self.layers:
+            raise ValueError(f"argument 'l': layer {l} was not computed (this object holds layers {list(self.layers)})")
+        return self._blocks[self.layers.index(l)]
+
+    def _kw(self) -> dict[str, Any]:
+        return {**super()._kw(), "layers": self.layers}
+
     def _with_blocks(self, blocks: list[Any], n: int) -> "LayerBlocks":
         return LayerBlocks(blocks, self.sizes, n, self.estimator, **self._kw())
 
+    def merge(self, other: "FisherMatrix") -> "FisherMatrix":
+        if isinstance(other, LayerBlocks) and other.layers != self.layers:
+            raise ValueError(f"cannot merge blocks of layers {list(self.layers)} with blocks of layers "
+                             f"{list(other.layers)}")
+        return super().merge(other)
+
+    def _whole(self, what: str) -> None:
+        if len(self.layers) != self.layout.n_layers:
+            missing = sorted(set(range(self.layout.n_layers)) - set(self.layers))
+            raise ValueError(f"{what} needs every layer's block, but layers {missing} were not computed "
+                             f"(fisher(..., layers=...) computed layers {list(self.layers)})")
+
     def _offsets(self) -> list[tuple[int, int]]:
-        sl = [self.layout.layer_slice(l) for l in range(self.layout.n_layers)]
+        sl = [self.layout.layer_slice(l) for l in self.layers]
         return [(s.start, s.stop) for s in sl]
 
     def to_dense(self) -> Any:
+        self._whole("to_dense()")
         xp = self.xp
         out = xp.zeros((self.n_params, self.n_params), dtype=self.dtype)
         for (a, b), B in zip(self._offsets(), self._blocks):
@@ -244,20 +274,27 @@ class LayerBlocks(FisherMatrix):
         return out
 
     def diagonal(self) -> Any:
+        self._whole("diagonal()")
         xp = self.xp
         return xp.concatenate([xp.diagonal(B) for B in self._blocks])
 
+    def frobenius(self) -> float:
+        self._whole("frobenius()")
+        return super().frobenius()
+
     def mv(self, v: Any) -> Any:
+        self._whole("mv()")
         v = self._check_vector(v)
         return self.xp.concatenate([B @ v[a:b] for (a, b), B in zip(self._offsets(), self._blocks)])
 
     def solve(self, v: Any, damping: float = 0.0) -> Any:
+        self._whole("solve()")
         v = self._check_vector(v)
         damping = _check_damping(damping)
         parts = []
-        for l, ((a, b), B) in enumerate(zip(self._offsets(), self._blocks)):
+        for l, ((a, b), B) in zip(self.layers, zip(self._offsets(), self._blocks)):
             rhs = v[a:b] if v.ndim == 2 else v[a:b, None]
-            x = _cholesky_solve(B[None], rhs[None], damping, f"layer {l} (block")[0]
+            x = _cholesky_solve(B[None], rhs[None], damping, f"layer {l}, block")[0]
             parts.append(x if v.ndim == 2 else x[:, 0])
         return self.xp.concatenate(parts)
 
@@ -266,7 +303,7 @@ class LayerBlocks(FisherMatrix):
         damping = _check_damping(damping)
         xp = self.xp
         return [_cholesky_solve(B[None], xp.eye(B.shape[0], dtype=self.dtype)[None], damping,
-                                f"layer {l} (block")[0] for l, B in enumerate(self._blocks)]
+                                f"layer {l}, block")[0] for l, B in zip(self.layers, self._blocks)]
 
     def eigvalsh(self) -> list[Any]:
         return [self.xp.linalg.eigvalsh(B) for B in self._blocks]

@@ -278,3 +278,67 @@ def test_with_stderr_returns_the_closed_form_standard_error():
         np.testing.assert_allclose(se.to_dense() ** 2, V.to_dense(), rtol=1e-12, atol=1e-300)
     with pytest.raises(ValueError, match="empirical"):
         fisherkit.fisher(model, X, np.zeros(12, int), estimator="empirical", with_stderr=True)
+
+
+def test_layer_subset_computes_only_the_selected_blocks():
+    model = fisherkit.MLP.init([4, 5, 3, 2], "tanh", "categorical", seed=3)
+    X = np.random.default_rng(4).standard_normal((17, 4))
+    allb = fisherkit.fisher(model, X, estimator="score", shape="layer", samples=2, seed=5)
+    part = fisherkit.fisher(model, X, estimator="score", shape="layer", samples=2, seed=5, layers=[0, 2])
+    assert part.layers == (0, 2) and len(part.blocks) == 2
+    np.testing.assert_array_equal(part.layer(0), allb.blocks[0])
+    np.testing.assert_array_equal(part.layer(2), allb.blocks[2])
+    assert [e.shape for e in part.eigvalsh()] == [(25,), (8,)]
+    for call in (part.to_dense, lambda: part.mv(np.ones(model.n_params)), part.diagonal):
+        with pytest.raises(ValueError, match=r"layers \[1\] were not computed"):
+            call()
+    with pytest.raises(ValueError, match="layer 1 was not computed"):
+        part.layer(1)
+    other = fisherkit.fisher(model, X, estimator="score", shape="layer", samples=2, seed=5, layers=[1])
+    with pytest.raises(ValueError, match="cannot merge blocks of layers"):
+        part.merge(other)
+    with pytest.raises(ValueError, match="ascending"):
+        fisherkit.fisher(model, X, shape="layer", layers=[2, 0])
+    with pytest.raises(ValueError, match="'layers'"):
+        fisherkit.fisher(model, X, shape="layer", layers=[3])
+    with pytest.raises(TypeError, match="'layers'"):
+        fisherkit.fisher(model, X, shape="layer", layers=[True])
+    with pytest.raises(ValueError, match="shape 'layer'"):
+        fisherkit.fisher(model, X, shape="unit", layers=[0])
+    # the memory check counts only the selected blocks
+    need = part.blocks[0].nbytes + part.blocks[1].nbytes
+    fisherkit.fisher(model, X, shape="layer", layers=[0, 2], max_bytes=need)
+    with pytest.raises(MemoryError):
+        fisherkit.fisher(model, X, shape="layer", max_bytes=need)
+
+
+def test_merge_refuses_results_that_do_not_belong_together():
+    model = fisherkit.MLP.init([3, 4, 2], "tanh", "categorical", seed=1)
+    X = np.random.default_rng(2).standard_normal((20, 3))
+    kw = dict(estimator="score", shape="diag", samples=2, seed=7)
+    a = fisherkit.fisher(model, X[:10], **kw)
+    b = fisherkit.fisher(model, X[10:], index_offset=10, **kw)
+    whole = fisherkit.fisher(model, X, **kw)
+    merged = a.merge(b)
+    np.testing.assert_allclose(merged.values, whole.values, rtol=1e-14)
+    assert merged.provenance.rows == ((0, 20),)
+    with pytest.raises(ValueError, match="overlapping input rows"):
+        a.merge(a)
+    with pytest.raises(ValueError, match="different seeds"):
+        a.merge(fisherkit.fisher(model, X[10:], index_offset=10, **{**kw, "seed": 8}))
+    with pytest.raises(ValueError, match="different numbers of draws"):
+        a.merge(fisherkit.fisher(model, X[10:], index_offset=10, **{**kw, "samples": 3}))
+    other = model.copy()
+    other.set_flat_params(other.flat_params() * 1.01)
+    with pytest.raises(ValueError, match="different models"):
+        a.merge(fisherkit.fisher(other, X[10:], index_offset=10, **kw))
+    with pytest.raises(ValueError, match="different models or estimators"):
+        fisherkit.fisher(model, X[:10]).merge(fisherkit.fisher(model, X[10:], index_offset=10, estimator="empirical",
+                                                                y=np.zeros(10, int)))
+    m32 = fisherkit.MLP(model.layers, model.activations, model.head, dtype=np.float32)
+    with pytest.raises(ValueError, match="different"):
+        a.merge(fisherkit.fisher(m32, X[10:], index_offset=10, **kw))
+    # exact results merge whatever the seed, draws are not involved
+    e1 = fisherkit.fisher(model, X[:10], seed=1)
+    e2 = fisherkit.fisher(model, X[10:], index_offset=10, seed=2)
+    np.testing.assert_allclose(e1.merge(e2).values, fisherkit.fisher(model, X).values, rtol=1e-14)

@@ -31,6 +31,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "fisherkit/heads.hpp"
 #include "fisherkit/layout.hpp"
@@ -52,7 +53,14 @@ struct FisherOptions {
   std::uint64_t seed = 0;         ///< counter-based generator key
   std::int64_t chunk = 0;         ///< inputs per chunk; 0 picks one from the workspace budget
   std::int64_t index_offset = 0;  ///< global index of X's first row (for streaming with one seed)
+  /// Shape "layer" only: the layers (0-based, ascending) whose blocks are computed; the flat
+  /// output holds just those blocks, in order. Empty: every layer.
+  std::vector<std::int64_t> layers;
 };
+
+/// Values of the flat output of fisher() for these options (the layer subset included).
+template <class T>
+std::int64_t fisher_result_size(const Mlp<T>& mlp, const FisherOptions& opt);
 
 /// Number of values of the flat output for `shape` (mlp.layout().size(shape)).
 template <class T>

@@ -26,6 +26,13 @@ std::int64_t fisher_workspace_bytes(const Mlp<T>& mlp, const FisherOptions& opt,
   return acc + chunk * per;
 }
 
+template <class T>
+std::int64_t fisher_result_size(const Mlp<T>& mlp, const FisherOptions& opt) {
+  return passes::fisher_result_size_of(mlp, opt);
+}
+template std::int64_t fisher_result_size<float>(const Mlp<float>&, const FisherOptions&);
+template std::int64_t fisher_result_size<double>(const Mlp<double>&, const FisherOptions&);
+
 template std::int64_t fisher_workspace_bytes<float>(const Mlp<float>&, const FisherOptions&, std::int64_t);
 template std::int64_t fisher_workspace_bytes<double>(const Mlp<double>&, const FisherOptions&, std::int64_t);
 

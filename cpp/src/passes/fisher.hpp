@@ -381,6 +381,40 @@ void emit_result(X& x, const Mlp<T>& mlp, Shape shape, const double* acc, double
   FISHERKIT_CHECK(false, "shape '", shape_name(shape), "' is not a Fisher-matrix layout");
 }
 
+/// Where each layer's block starts in the flat result of the options (-1: not computed):
+/// the layout's offsets, or for a layer subset the selected blocks packed in order. Checks
+/// the subset.
+template <class T>
+std::vector<i64> result_offsets(const Mlp<T>& mlp, const FisherOptions& opt, i64* size) {
+  const Layout& lay = mlp.layout();
+  const i64 L = mlp.n_layers();
+  std::vector<i64> off(static_cast<size_t>(L + 1), -1);
+  if (opt.layers.empty()) {
+    for (i64 l = 1; l <= L; ++l) off[static_cast<size_t>(l)] = lay.offset(opt.shape, l);
+    *size = lay.size(opt.shape);
+    return off;
+  }
+  FISHERKIT_CHECK(opt.shape == Shape::layer, "argument 'layers' selects blocks of shape 'layer', not '",
+                  shape_name(opt.shape), "'");
+  i64 o = 0, prev = -1;
+  for (i64 l : opt.layers) {
+    FISHERKIT_CHECK(l > prev && l < L, "argument 'layers' must hold ascending layer indices in [0, ", L, "), got ", l,
+                    l <= prev ? " after a larger or equal one" : "");
+    prev = l;
+    off[static_cast<size_t>(l + 1)] = o;
+    o += lay.layer_params(l + 1) * lay.layer_params(l + 1);
+  }
+  *size = o;
+  return off;
+}
+
+template <class T>
+i64 fisher_result_size_of(const Mlp<T>& mlp, const FisherOptions& opt) {
+  i64 size = 0;
+  result_offsets(mlp, opt, &size);
+  return size;
+}
+
 template <class X, class T>
 void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> Xm, MatrixView<const T> y,
                  const FisherOptions& opt, VectorView<T> out) {
@@ -396,9 +430,10 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
   }
   check_on<X>(out, "out");
   const Layout& lay = mlp.layout();
-  const i64 size = lay.size(opt.shape);
+  i64 size = 0;
+  const std::vector<i64> boff = result_offsets(mlp, opt, &size);
   FISHERKIT_CHECK(out.size == size, "argument 'out' must have ", size, " entries for shape '",
-                  shape_name(opt.shape), "', got ", out.size);
+                  shape_name(opt.shape), "'", opt.layers.empty() ? "" : " (the selected layers)", ", got ", out.size);
   const i64 N = Xm.rows, L = mlp.n_layers(), C = mlp.output_dim(), P = mlp.n_params();
   const auto& w = mlp.widths();
   const i64 M = rows_per_sample(mlp, opt);
@@ -442,13 +477,14 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
         return;
       }
       // layer / full: the Gram of the pseudo-gradient rows D_l (x) abar
+      if (boff[static_cast<size_t>(l)] < 0) return;  // a layer outside the selected subset
       const i64 Dw = lay.layer_params(l);
       const i64 ldr = shape == Shape::full ? P : Dw;
       if (shape == Shape::layer) rows.resize(n * M * Dw);
       T* base = rows.data() + (shape == Shape::full ? mlp.param_offset(l) : 0);
       outer_rows(x, base, M * ldr, M, ldr, Dl, n * M, no, A, lda, ni, bias);
       if (shape == Shape::layer) {
-        double* blk = acc + lay.offset(shape, l);
+        double* blk = acc + boff[static_cast<size_t>(l)];
         accumulate<X, T>(x, blk, Dw, Dw, Dw, tmp, [&](auto* dst, i64 ld, T beta) {
           x.syrk(Dw, n * M, T(1), static_cast<const T*>(rows.data()), Dw, beta, dst, ld);
         }, true);
@@ -475,6 +511,12 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
       }
     }
   });
+  if (shape == Shape::layer) {
+    for (i64 l = 1; l <= L; ++l)
+      if (boff[static_cast<size_t>(l)] >= 0)
+        x.emit_symmetric(acc, 1.0 / double(N), out, boff[static_cast<size_t>(l)], lay.layer_params(l), 1);
+    return;
+  }
   emit_result(x, mlp, shape, acc, 1.0 / double(N), out);
 }
 
