@@ -1,4 +1,5 @@
-"""The one place that decides NumPy or CuPy from the arrays a call is given."""
+"""The one place that decides NumPy or CuPy (or Dask, whose blocks are NumPy arrays) from the
+arrays a call is given."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,6 +9,14 @@ import numpy as np
 
 def _is_cupy(a: Any) -> bool:
     return type(a).__module__.split(".")[0] == "cupy"
+
+
+def is_dask(*arrays: Any) -> bool:
+    """True when any of `arrays` is a Dask collection (``dask.array.Array``): such calls are
+    computed block by block by ``fisherkit.distributed``. Never imports Dask (without it no
+    Dask array can exist)."""
+    return any(type(a).__module__.split(".")[0] == "dask" and hasattr(a, "__dask_graph__")
+               for a in arrays)
 
 
 def get_array_module(*named: tuple[str, Any]) -> Any:

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from . import heads as _heads
+from ._backend import is_dask
 from ._loader import _core
 from ._validate import as_chunk, check_fits
 from .matrices import Dense, Diagonal, FisherMatrix, LayerBlocks, UnitBlocks, _layer_geometry
@@ -105,6 +106,11 @@ def fisher(
     Dense, LayerBlocks, UnitBlocks or Diagonal, averaged over the N inputs (and draws);
     with ``with_stderr=True`` the pair (estimate, standard error).
     """
+    if is_dask(X, y):  # Dask arrays: row blocks on workers, merged (fisherkit.distributed)
+        from . import distributed  # lazy: distributed imports this module
+        return distributed.fisher(model, X, y, estimator=estimator, shape=shape, samples=samples, seed=seed,
+                                  chunk=chunk, max_bytes=max_bytes, index_offset=index_offset,
+                                  with_stderr=with_stderr)
     if not isinstance(model, MLP):
         raise TypeError(f"argument 'model' must be a fisherkit.MLP, got {type(model).__name__}")
     if estimator not in ESTIMATORS:
@@ -145,6 +151,9 @@ def fisher_vector_product(model: MLP, X: Any, v: Any, *, chunk: int | None = Non
     compiled core (one tangent forward and one backward pass per chunk; no Jacobian and no
     P x P matrix). `v` has shape (P,) or (P, k); the result has the same shape. This is the
     Gauss-Newton/Fisher-vector product used by conjugate-gradient natural gradients."""
+    if is_dask(X):  # Dask arrays: row blocks on workers, summed (fisherkit.distributed)
+        from . import distributed  # lazy: distributed imports this module
+        return distributed.fisher_vector_product(model, X, v, chunk=chunk)
     if not isinstance(model, MLP):
         raise TypeError(f"argument 'model' must be a fisherkit.MLP, got {type(model).__name__}")
     Xc, _ = model._inputs(X)

@@ -32,6 +32,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from . import heads as _heads
+from ._backend import is_dask
 from ._loader import _core
 from ._validate import as_chunk, check_fits, format_bytes
 from .fisher import _wrap, fisher, result_size
@@ -426,6 +427,10 @@ def variance(
     output-Hessian diagonal per unit; ``layer``/``full``: O(N C P^2) time and O(C P^2)
     memory per input.
     """
+    if is_dask(X):  # Dask arrays: raw sums per row block, combined (fisherkit.distributed)
+        from . import distributed  # lazy: distributed imports this module
+        return distributed.variance(model, X, estimator=estimator, shape=shape, samples=samples,
+                                    population=population, chunk=chunk, max_bytes=max_bytes)
     model = _check_model(model)
     estimator = _check_estimator(estimator)
     shape = _check_shape(shape, VARIANCE_SHAPES)
@@ -700,6 +705,9 @@ def recommend(model: MLP, X: Any, shape: str = "diag", samples: int = 1, *, chun
     smaller variance at the same number of draws, the optimal mixing weight alpha* and the
     variance of that mix, and a per-layer summary (fraction of parameters where each wins).
     ``shape``: "diag" (per parameter) or "unit" (per unit-block entry)."""
+    if is_dask(X):  # Dask arrays: raw sums per row block, combined (fisherkit.distributed)
+        from . import distributed  # lazy: distributed imports this module
+        return distributed.recommend(model, X, shape, samples, chunk=chunk)
     model = _check_model(model)
     shape = _check_shape(shape, ("diag", "unit"))
     samples = _check_samples(samples)
@@ -748,6 +756,9 @@ def samples_needed(
     ``per_parameter=True`` the float array of S_i (inf where F_ii = 0 < V_i; 1 where the
     estimate is exact). Chebyshev is conservative: the normal approximation needs about
     z_{1-delta/2}^2 delta times fewer draws."""
+    if is_dask(X):  # Dask arrays: raw sums per row block, combined (fisherkit.distributed)
+        from . import distributed  # lazy: distributed imports this module
+        return distributed.samples_needed(model, X, rel_error, confidence, estimator, per_parameter=per_parameter)
     model = _check_model(model)
     estimator = _check_estimator(estimator)
     rel_error, confidence = float(rel_error), float(confidence)
