@@ -198,10 +198,10 @@ def _check_labels(model: MLP, y: Any, n: int) -> None:
     if y.dtype.kind not in "fiub":
         raise TypeError(f"argument 'y' must be numeric, got dtype {y.dtype}")
     cols = 1 if model.head == "categorical" else model.output_dim
-    ok = (y.ndim == 1 and cols == 1 and y.shape[0] == n) or (y.ndim == 2 and tuple(y.shape) == (n, cols))
-    if not ok:
+    shape = (y.shape[0], 1) if y.ndim == 1 and cols == 1 else tuple(y.shape)  # as_labels reshapes so
+    if len(shape) != 2 or shape != (n, cols):
         want = f"({n},) or ({n}, 1)" if cols == 1 else f"({n}, {cols})"
-        raise ValueError(f"argument 'y' must have shape {want} for the {model.head} head, got {tuple(y.shape)}")
+        raise ValueError(f"argument 'y' must have shape {want} for the {model.head} head, got {shape}")
     _known_rows("y", y)
 
 
