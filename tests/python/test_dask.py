@@ -20,10 +20,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-if os.environ.get("FISHERKIT_REQUIRE_DASK"):  # CI: the Dask tests must run, not skip
-    import dask.array as da
-else:
-    da = pytest.importorskip("dask.array")
+REQUIRED = bool(os.environ.get("FISHERKIT_REQUIRE_DASK"))  # CI: the Dask tests must run, not skip
+
+
+def need(module: str):
+    """`module`, skipping the test without it (failing instead under FISHERKIT_REQUIRE_DASK)."""
+    return importlib.import_module(module) if REQUIRED else pytest.importorskip(module)
+
+
+da = need("dask.array")
 import dask  # noqa: E402
 from dask.delayed import Delayed  # noqa: E402
 
@@ -225,7 +230,7 @@ def test_model_is_one_key_of_the_graph(problem):
     model = fisherkit.MLP.init([3, 1500, 4], seed=0)  # 12 k parameters, ~ 100 kB
     nbytes = sum(W.nbytes + b.nbytes for W, b in model.layers)
     lazy = fd.fisher(model, chunked(X, "rows1"), compute=False)
-    cloudpickle = pytest.importorskip("cloudpickle")  # what dask serialises tasks with
+    cloudpickle = need("cloudpickle")  # what dask serialises tasks with
     sizes = [len(cloudpickle.dumps(v)) for v in dict(lazy.__dask_graph__()).values()]
     assert sum(s > nbytes // 2 for s in sizes) == 1
     assert sum(sizes) < 1.5 * nbytes
@@ -284,11 +289,11 @@ def test_file_sources_stream_in_blocks(problem, tmp_path):
                fd.from_npy(np.load(tmp_path / "x.npy", mmap_mode="r"), chunks=4)]
     np.save(tmp_path / "xf.npy", np.asfortranarray(X))
     sources.append(fd.from_npy(tmp_path / "xf.npy", chunks=6))
-    zarr = pytest.importorskip("zarr")
+    zarr = need("zarr")
     z = zarr.open_array(str(tmp_path / "x.zarr"), mode="w", shape=X.shape, chunks=(6, 3), dtype="f8")
     z[:] = X
     sources.append(da.from_zarr(str(tmp_path / "x.zarr")))
-    h5py = pytest.importorskip("h5py")
+    h5py = need("h5py")
     with h5py.File(tmp_path / "x.h5", "w") as f:
         f["X"] = X
     with h5py.File(tmp_path / "x.h5", "r") as f, sync():
@@ -363,7 +368,7 @@ def test_without_dask_fisherkit_works_and_names_the_extra(tmp_path):
 @pytest.fixture(scope="module")
 def client():
     """Two worker processes on the loopback interface, one thread each; closed at the end."""
-    distributed = pytest.importorskip("distributed")
+    distributed = need("distributed")
     with distributed.LocalCluster(**LOOPBACK) as cluster, \
             distributed.Client(cluster, set_as_default=False) as c:
         yield c
@@ -400,7 +405,7 @@ def test_cluster_variances_products_and_files(client, problem, tmp_path):
         assert fisherkit.samples_needed(model, Xd, 0.1, 0.9) == fisherkit.samples_needed(model, X, 0.1, 0.9)
         r = fisherkit.recommend(model, Xd, "unit")
         assert np.abs(r.alpha - fisherkit.recommend(model, X, "unit").alpha).max() <= 1e-9
-        h5py = pytest.importorskip("h5py")  # distributed ships h5py data sets by file name
+        h5py = need("h5py")  # distributed ships h5py data sets by file name
         with h5py.File(tmp_path / "x.h5", "w") as f:
             f["X"] = X
         with h5py.File(tmp_path / "x.h5", "r") as f:
@@ -411,7 +416,7 @@ def test_cluster_variances_products_and_files(client, problem, tmp_path):
 
 
 def test_cluster_scatters_the_model_once_per_call(client, problem, monkeypatch):
-    distributed = pytest.importorskip("distributed")
+    distributed = need("distributed")
     model, X, _ = problem
     sent = []
     scatter = distributed.Client.scatter
@@ -436,7 +441,7 @@ def test_cluster_refuses_a_graph_that_would_ship_a_memory_map(client, problem, t
 def test_worker_error_then_cluster_closes(problem):
     """A NaN in one block: the ValueError of one process (global row) comes back at once; the
     cluster still computes afterwards and is closed by the context managers."""
-    distributed = pytest.importorskip("distributed")
+    distributed = need("distributed")
     model, X, _ = problem
     Xn = X.copy()
     Xn[13, 0] = np.inf
