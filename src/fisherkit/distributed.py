@@ -661,9 +661,11 @@ def samples_needed(model: MLP, X: Any, rel_error: float, confidence: float, esti
 
 # ============================================================================ data larger than memory
 class _NpyRows:
-    """Array-like over a ``.npy`` file for ``dask.array.from_array``: each block is read with
-    one positioned read of its rows (C order), so a task holds its block and nothing else
-    (no mapping that would keep every page read in the process). Pickles as the path."""
+    """Array-like over a ``.npy`` file for ``dask.array.from_array``. A block of rows (C order)
+    is a mapping of just those rows: the engine reads the pages in place (no copy into fresh
+    memory), and dropping the block unmaps them, so a task holds its block and nothing else
+    (a mapping of the whole file would keep every page ever read resident). Pickles as the
+    path."""
 
     def __init__(self, path: str, shape: tuple[int, ...], dtype: np.dtype, offset: int, fortran: bool) -> None:
         self.path, self.shape, self.dtype, self.offset, self.fortran = path, shape, dtype, offset, fortran
@@ -676,10 +678,13 @@ class _NpyRows:
             a, b, step = rows.indices(self.shape[0])
             if step == 1:
                 b = max(a, b)
-                per_row = int(np.prod(self.shape[1:], dtype=np.int64))
-                block = np.fromfile(self.path, dtype=self.dtype, count=(b - a) * per_row,
-                                    offset=self.offset + a * per_row * self.dtype.itemsize)
-                block = block.reshape((b - a,) + self.shape[1:])
+                shape = (b - a,) + self.shape[1:]
+                if b == a or 0 in shape:
+                    block = np.empty(shape, dtype=self.dtype)
+                else:
+                    per_row = int(np.prod(self.shape[1:], dtype=np.int64))
+                    block = np.memmap(self.path, dtype=self.dtype, mode="r", shape=shape,
+                                      offset=self.offset + a * per_row * self.dtype.itemsize)
                 return block[(slice(None),) + key[1:]] if len(key) > 1 else block
         mm = np.load(self.path, mmap_mode="r")  # other keys: copy out of a short-lived mapping
         try:
