@@ -165,7 +165,8 @@ def main() -> None:
         shapes = args.shapes.split(",")
         rows = max(args.rows if "diag" in shapes else 0, args.unit_rows if "unit" in shapes else 0)
         _, tw = timed(lambda: write_inputs(path, rows, SIZES[0]))
-        print(f"fisherkit {fisherkit.__version__}, {fisherkit.info()['blas']}; {os.cpu_count()} CPUs")
+        print(f"fisherkit {fisherkit.__version__}, {fisherkit.info()['blas']}; {os.cpu_count()} CPUs, "
+              f"load average {os.getloadavg()[0]:.1f} (other jobs on this machine slow every column)")
         print(f"inputs: {rows} x {SIZES[0]} float32 in {os.path.getsize(path) / 2**30:.2f} GiB "
               f"(written in {tw:.1f} s; read back through the page cache)")
         results = []
@@ -175,8 +176,9 @@ def main() -> None:
             print_results(results)
             return
         results.append(run_shape(model, path, "unit", args.unit_rows, unit_block, 1))
-        # the costs the projection is built on, in one process: the fixed cost of one block's unit-block call (allocating and filling the result and its
-        # float64 accumulator; from 64 rows), a merge of two partials, pickling one
+        # the costs the projection is built on, in one process: the fixed cost of one block's
+        # unit-block call (allocating and filling the result and its float64 accumulator; from
+        # 64 rows), a merge of two partials, pickling one
         U, t_fixed = timed(lambda: fisherkit.fisher(model, np.load(path, mmap_mode="r")[:64], shape="unit"))
         t_fixed = max(0.0, t_fixed - 64 / (results[-1]["rows"] / results[-1]["one"]))
         _, t_merge = timed(lambda: U.merge(U))
@@ -185,6 +187,7 @@ def main() -> None:
     R = unit["result_bytes"]
     loopback = transfer_rate(R)
     print_results(results)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
     # projection: N rows over W workers, blocks of b rows, split_every k (fisherkit.distributed)
     r_row = unit["rows"] / unit["one"]  # rows/s of one compute thread

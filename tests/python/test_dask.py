@@ -194,7 +194,8 @@ def test_stderr_products_and_planning(problem):
             for d, d0 in zip(r.layers, r0.layers):
                 assert d.keys() == d0.keys() and all(d[k] == pytest.approx(d0[k], rel=1e-12) for k in d)
         for est in ("score", "hessian", "exact"):
-            assert fisherkit.samples_needed(model, Xd, 0.1, 0.9, est) == fisherkit.samples_needed(model, X, 0.1, 0.9, est)
+            want = fisherkit.samples_needed(model, X, 0.1, 0.9, est)
+            assert fisherkit.samples_needed(model, Xd, 0.1, 0.9, est) == want
             S = fisherkit.samples_needed(model, Xd, 0.2, 0.8, est, per_parameter=True)
             assert np.array_equal(S, fisherkit.samples_needed(model, X, 0.2, 0.8, est, per_parameter=True))
 
@@ -420,8 +421,11 @@ def test_cluster_scatters_the_model_once_per_call(client, problem, monkeypatch):
     model, X, _ = problem
     sent = []
     scatter = distributed.Client.scatter
-    monkeypatch.setattr(distributed.Client, "scatter",
-                        lambda self, data, *a, **k: sent.append((data, k.get("broadcast"))) or scatter(self, data, *a, **k))
+    def spy(self, data, *a, **k):
+        sent.append((data, k.get("broadcast")))
+        return scatter(self, data, *a, **k)
+
+    monkeypatch.setattr(distributed.Client, "scatter", spy)
     with dask.config.set(scheduler=client):
         F = fisherkit.fisher(model, chunked(X, "rows1"), shape="unit")
     assert len(sent) == 1 and sent[0][0] is model and sent[0][1] is True
