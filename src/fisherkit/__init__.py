@@ -13,6 +13,7 @@ from . import meanfield
 from . import natgrad
 from . import optim
 from . import rl
+from . import distributed  # noqa: F401 - registers the Dask implementations; imports Dask only when used
 from .structure import BlockStructure, block_structure
 from ._backend import get_array_module
 from .model import MLP

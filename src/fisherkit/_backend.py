@@ -1,13 +1,40 @@
-"""The one place that decides NumPy or CuPy from the arrays a call is given."""
+"""The one place that decides NumPy or CuPy (or Dask, whose blocks are NumPy arrays) from the
+arrays a call is given."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 
 def _is_cupy(a: Any) -> bool:
     return type(a).__module__.split(".")[0] == "cupy"
+
+
+def is_dask(*arrays: Any) -> bool:
+    """True when any of `arrays` is a Dask collection (``dask.array.Array``): such calls are
+    computed block by block by ``fisherkit.distributed``. Never imports Dask (without it no
+    Dask array can exist)."""
+    return any(type(a).__module__.split(".")[0] == "dask" and hasattr(a, "__dask_graph__")
+               for a in arrays)
+
+
+_DASK: dict[str, Callable[..., Any]] = {}
+
+
+def register_dask(name: str, fn: Callable[..., Any]) -> None:
+    """Register the Dask implementation of public operation `name` (fisherkit.distributed does,
+    when the package loads): the public functions route Dask arrays here without importing the
+    module that builds on them."""
+    _DASK[name] = fn
+
+
+def dask_call(name: str, *args: Any, **kwargs: Any) -> Any:
+    """Run the registered Dask implementation of `name`."""
+    fn = _DASK.get(name)
+    if fn is None:  # pragma: no cover - fisherkit/__init__ imports fisherkit.distributed
+        raise RuntimeError(f"no Dask implementation of {name!r} is registered (import fisherkit.distributed)")
+    return fn(*args, **kwargs)
 
 
 def get_array_module(*named: tuple[str, Any]) -> Any:

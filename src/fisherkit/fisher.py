@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 
 from . import heads as _heads
+from ._backend import dask_call, is_dask
 from ._engine import ESTIMATORS, SHAPES, estimate
 from ._loader import _core
 from ._progress import reporter
@@ -81,6 +82,10 @@ def fisher(
     Dense, LayerBlocks, UnitBlocks or Diagonal, averaged over the N inputs (and draws);
     with ``with_stderr=True`` the pair (estimate, standard error).
     """
+    if is_dask(X, y):  # Dask arrays: row blocks on workers, merged (fisherkit.distributed)
+        return dask_call("fisher", model, X, y, estimator=estimator, shape=shape, samples=samples, seed=seed,
+                         chunk=chunk, max_bytes=max_bytes, index_offset=index_offset, with_stderr=with_stderr,
+                         layers=layers)
     check_model(model)
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; expected one of {', '.join(ESTIMATORS)}")
@@ -95,7 +100,7 @@ def fisher(
                          "needs the data distribution")
     if estimator != "empirical":
         y = None
-    subset = _check_layers(model, shape, layers, with_stderr)
+    subset = check_layers(model, shape, layers, with_stderr)
     Xc, yc = model._inputs(X, y)
     with reporter(progress, f"fisher ({estimator}, {shape})") as cb:
         result = estimate(model, Xc, yc, estimator, shape, samples, _heads.resolve_seed(seed), as_chunk(chunk),
@@ -105,7 +110,7 @@ def fisher(
     return result, standard_error(model, Xc, estimator, shape, samples, chunk, max_bytes)
 
 
-def _check_layers(model: MLP, shape: str, layers: Any, with_stderr: bool) -> list[int] | None:
+def check_layers(model: MLP, shape: str, layers: Any, with_stderr: bool) -> list[int] | None:
     if layers is None:
         return None
     if shape != "layer":
@@ -125,7 +130,10 @@ def fisher_vector_product(model: MLP, X: Any, v: Any, *, chunk: int | None = Non
     compiled core (one tangent forward pass along all k directions and one backward pass of
     k rows per input, in a single pass over X; no Jacobian and no P x P matrix). `v` has
     shape (P,) or (P, k); the result has the same shape. This is the Gauss-Newton/Fisher-vector
-    product used by conjugate-gradient natural gradients and Lanczos."""
+    product used by conjugate-gradient natural gradients and Lanczos. A Dask array `X` is
+    summed block by block on its workers (:mod:`fisherkit.distributed`)."""
+    if is_dask(X):
+        return dask_call("fisher_vector_product", model, X, v, chunk=chunk)
     check_model(model)
     Xc, _ = model._inputs(X)
     xp = model.xp

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from . import heads as _heads
-from ._backend import get_array_module
+from ._backend import dask_call, get_array_module, is_dask
 from ._layout import Layout, layout_of
 from ._loader import _core
 from ._validate import _convert, as_chunk, as_dtype, as_labels, as_matrix, check_fits
@@ -369,6 +369,8 @@ class MLP:
 
     def gradient(self, X: Any, y: Any, *, chunk: int = 0) -> tuple[float, Any]:
         """(mean NLL, its gradient as a flat vector) without forming per-sample gradients."""
+        if is_dask(X, y):  # Dask arrays: row blocks on workers, averaged (fisherkit.distributed)
+            return dask_call("gradient", self, X, y, chunk=chunk)
         Xc, yc = self._inputs(X, y)
         out = self._xp.empty(self.n_params, dtype=self._dtype)
         loss = _core.nll_gradient(*self._core_args(), self._head, self._sigma, Xc, yc, out, as_chunk(chunk))

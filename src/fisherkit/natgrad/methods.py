@@ -15,7 +15,8 @@ from ..linalg import dpr2_solve
 from ..matrices import _cholesky_solve
 from ..meanfield import unit_moments
 from ..model import MLP, check_model
-from .statistics import Curvature, check_estimator, check_method, curvature, eigen
+from .statistics import Curvature, check_estimator, check_method, eigen
+from .statistics import curvature as _curvature
 
 Parts = list[tuple[np.ndarray, np.ndarray]]
 
@@ -178,7 +179,7 @@ def natural_gradient(
     y: Any = None,
     samples: int = 1,
     seed: int | None = None,
-    curvature: Curvature | None = None,  # noqa: F811 - the argument shadows the function on purpose
+    curvature: Curvature | None = None,
 ) -> Any:
     """The preconditioned step ``(F_approx + damping I)^-1 grads`` of an MLP.
 
@@ -212,8 +213,7 @@ def natural_gradient(
     check_estimator(estimator)
     parts, flat, dtype = split_grads(model, grads)
     if curvature is None:
-        curvature = globals()["curvature"](model, X, method=method, estimator=estimator, y=y, samples=samples,
-                                           seed=seed)
+        curvature = _curvature(model, X, method=method, estimator=estimator, y=y, samples=samples, seed=seed)
     elif not isinstance(curvature, Curvature) or curvature.method != method:
         raise ValueError(f"argument 'curvature' must be a Curvature of method {method!r}")
     if method == "full":

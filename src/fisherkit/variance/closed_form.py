@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import heads as _heads
+from .._backend import dask_call, is_dask
 from .._engine import estimate
 from .._validate import as_chunk, check_fits, format_bytes
 from ..matrices import FisherMatrix, from_flat
@@ -89,24 +90,46 @@ def _elementwise_sum(model: MLP, X: np.ndarray, which: str, shape: str, chunk: i
     return np.concatenate([blk.ravel() for blk in acc])
 
 
-def _sum(model: MLP, Xc: Any, which: str, shape: str, chunk: int | None, max_bytes: int | None) -> np.ndarray:
+def per_input_sum(model: MLP, Xc: Any, which: str, shape: str, chunk: int | None,
+                  max_bytes: int | None) -> Any:
+    """SUM over the rows of `Xc` of the per-input, single-draw quantity `which` (v1, v2, c12 or
+    fsq, the squared per-input exact Fisher entries) in fisher's flat layout of `shape`."""
     if shape in ("diag", "unit"):
         return variance_sum(model, Xc, which, shape, chunk)
     return _elementwise_sum(model, np.asarray(host(Xc), dtype=np.float64), which, shape, chunk, max_bytes)
 
 
-def _x_part(model: MLP, Xc: Any, shape: str, chunk: int | None, max_bytes: int | None) -> Any:
-    """(1/N) * sample variance across inputs of the per-input exact Fisher entries (flat)."""
-    n = Xc.shape[0]
+def input_part(xp: Any, fsq: Any, mean_sq: Any, n: int) -> Any:
+    """(1/N) * the sample variance across N inputs of per-input Fisher entries, from the sum of
+    their squares `fsq` and N * `mean_sq` (the squared mean), clipped at 0 against rounding."""
     if n < 2:
         raise ValueError("population=True estimates the input-sampling variance from the spread of the "
                          "per-input Fisher matrices: it needs at least 2 inputs")
-    fsq = _sum(model, Xc, "fsq", shape, chunk, max_bytes)
-    mean = flat_values(estimate(model, Xc, None, "exact", shape, 1, 0, as_chunk(chunk), 0, max_bytes))
+    return xp.maximum(xp.asarray(fsq, dtype=np.float64) - n * xp.asarray(mean_sq, dtype=np.float64), 0.0) / (
+        (n - 1) * n)
+
+
+def from_sums(model: MLP, n: int, shape: str, samples: int, label: str, ysum: Any = None, fsq: Any = None,
+              mean: Any = None) -> FisherMatrix:
+    """The variance over N inputs from sums over them: ``ysum / (N^2 S)`` (ysum: the sum of the
+    single-draw quantity, None for no sampling noise) plus, given `fsq` and the flat mean exact
+    Fisher `mean`, the input-sampling part. Sums over disjoint row ranges add, so a caller may
+    form them anywhere (fisherkit.distributed forms them on workers)."""
     xp = model.xp
-    mean = xp.asarray(mean, dtype=np.float64)
-    fsq = xp.asarray(fsq, dtype=np.float64)
-    return xp.maximum(fsq - n * mean * mean, 0.0) / ((n - 1) * n)
+    total = xp.zeros(model.layout.size(shape), dtype=np.float64)
+    if ysum is not None:
+        total = total + xp.asarray(ysum, dtype=np.float64) / (float(n) * n * samples)
+    if fsq is not None:
+        m = xp.asarray(mean, dtype=np.float64)
+        total = total + input_part(xp, fsq, m * m, n)
+    return finish(model, total, shape, n, label)
+
+
+def _population_sums(model: MLP, Xc: Any, shape: str, chunk: int | None, max_bytes: int | None) -> tuple[Any, Any]:
+    if Xc.shape[0] < 2:
+        input_part(model.xp, 0.0, 0.0, Xc.shape[0])  # raises
+    fsq = per_input_sum(model, Xc, "fsq", shape, chunk, max_bytes)
+    return fsq, flat_values(estimate(model, Xc, None, "exact", shape, 1, 0, as_chunk(chunk), 0, max_bytes))
 
 
 def variance(
@@ -162,6 +185,9 @@ def variance(
     output-Hessian diagonal per unit; ``layer``/``full``: O(N C P^2) time and O(C P^2)
     memory per input.
     """
+    if is_dask(X):  # Dask arrays: raw sums per row block on workers, added (fisherkit.distributed)
+        return dask_call("variance", model, X, estimator=estimator, shape=shape, samples=samples,
+                         population=population, chunk=chunk, max_bytes=max_bytes)
     model = check_model(model)
     estimator = check_estimator(estimator)
     shape = check_shape(shape, VARIANCE_SHAPES)
@@ -170,17 +196,9 @@ def variance(
     n = Xc.shape[0]
     if shape == "trace":
         return _trace(model, Xc, estimator, samples, population, chunk, max_bytes)
-    label = f"var({estimator})"
-    if estimator == "exact" and not population:
-        return finish(model, model.xp.zeros(model.layout.size(shape)), shape, n, label)
-    xp = model.xp
-    total = xp.zeros(model.layout.size(shape), dtype=np.float64)
-    if estimator != "exact":
-        total = total + xp.asarray(_sum(model, Xc, WHICH[estimator], shape, chunk, max_bytes),
-                                   dtype=np.float64) / (float(n) * n * samples)
-    if population:
-        total = total + _x_part(model, Xc, shape, chunk, max_bytes)
-    return finish(model, total, shape, n, label)
+    ysum = None if estimator == "exact" else per_input_sum(model, Xc, WHICH[estimator], shape, chunk, max_bytes)
+    fsq, mean = _population_sums(model, Xc, shape, chunk, max_bytes) if population else (None, None)
+    return from_sums(model, n, shape, samples, f"var({estimator})", ysum, fsq, mean)
 
 
 def standard_error(model: MLP, X: Any, estimator: str, shape: str, samples: int, chunk: int | None = None,
@@ -189,9 +207,14 @@ def standard_error(model: MLP, X: Any, estimator: str, shape: str, samples: int,
     inputs), as a matrix object of the same layout: what ``fisher(..., with_stderr=True)``
     returns next to the estimate. ``exact`` gives zeros; ``empirical`` raises ValueError."""
     V = variance(model, X, estimator=estimator, shape=shape, samples=samples, chunk=chunk, max_bytes=max_bytes)
-    xp = model.xp
-    flat = xp.sqrt(xp.maximum(xp.asarray(flat_values(V)), 0))  # type: ignore[arg-type]
-    return from_flat(flat, model.layout, shape, V.n_samples, f"stderr({estimator})")  # type: ignore[union-attr]
+    return root(V, estimator)  # type: ignore[arg-type]
+
+
+def root(V: FisherMatrix, estimator: str) -> FisherMatrix:
+    """The entry-wise square root of a variance: the standard errors, in V's layout."""
+    xp = V.xp
+    flat = xp.sqrt(xp.maximum(xp.asarray(flat_values(V)), 0))
+    return from_flat(flat, V.layout, V.shape_name, V.n_samples, f"stderr({estimator})")
 
 
 def covariance(
@@ -222,14 +245,9 @@ def covariance(
         return variance(model, X, estimator=e1, shape=shape, samples=samples, population=population,
                         chunk=chunk, max_bytes=max_bytes)  # type: ignore[return-value]
     Xc = rows(model, X)
-    n = Xc.shape[0]
-    xp = model.xp
-    total = xp.zeros(model.layout.size(shape), dtype=np.float64)
-    if "exact" not in (e1, e2):
-        total = total + xp.asarray(_sum(model, Xc, "c12", shape, chunk, max_bytes), dtype=np.float64) / (float(n) * n * samples)
-    if population:
-        total = total + _x_part(model, Xc, shape, chunk, max_bytes)
-    return finish(model, total, shape, n, f"cov({e1},{e2})")
+    ysum = per_input_sum(model, Xc, "c12", shape, chunk, max_bytes) if "exact" not in (e1, e2) else None
+    fsq, mean = _population_sums(model, Xc, shape, chunk, max_bytes) if population else (None, None)
+    return from_sums(model, Xc.shape[0], shape, samples, f"cov({e1},{e2})", ysum, fsq, mean)
 
 
 def _trace(model: MLP, Xc: Any, estimator: str, samples: int, population: bool, chunk: int | None,
@@ -272,9 +290,9 @@ def _trace(model: MLP, Xc: Any, estimator: str, samples: int, population: bool, 
     out = total / (float(n) * n * samples) if estimator != "exact" else 0.0
     if population:
         if n < 2:
-            raise ValueError("population=True needs at least 2 inputs")
+            input_part(np, 0.0, 0.0, n)  # raises
         check_fits(8 * P * P, f"the x-part of variance(shape='trace', population=True) ({P} x {P} mean Fisher)",
                    "use population=False, or shape='diag' with population=True", max_bytes)
         Fm = np.asarray(host(estimate(m64, X, None, "exact", "full", 1, 0, as_chunk(chunk), 0, max_bytes).matrix))
-        out += max(frob_n - n * float((Fm * Fm).sum()), 0.0) / ((n - 1) * n)
+        out += float(input_part(np, frob_n, float((Fm * Fm).sum()), n))
     return out

@@ -8,12 +8,14 @@ from typing import Any
 
 import numpy as np
 
+from .._backend import dask_call, is_dask
 from .._engine import estimate
+from .._validate import as_real
 from ..model import MLP, check_model
 from ._common import check_estimator, check_samples, check_shape, host, rows, variance_sum
 from .closed_form import variance
 
-__all__ = ["Recommendation", "recommend", "samples_needed"]
+__all__ = ["Recommendation", "recommend", "samples_needed", "recommendation", "draws_needed", "check_targets"]
 
 
 @dataclass
@@ -73,15 +75,23 @@ def recommend(model: MLP, X: Any, shape: str = "diag", samples: int = 1, *, chun
     smaller variance at the same number of draws, the optimal mixing weight alpha* and the
     variance of that mix, and a per-layer summary (fraction of parameters where each wins).
     ``shape``: "diag" (per parameter) or "unit" (per unit-block entry)."""
+    if is_dask(X):
+        return dask_call("recommend", model, X, shape, samples, chunk=chunk)
     model = check_model(model)
     shape = check_shape(shape, ("diag", "unit"))
     samples = check_samples(samples)
     Xc = rows(model, X)
-    n = Xc.shape[0]
+    sums = [variance_sum(model, Xc, which, shape, chunk) for which in ("v1", "v2", "c12")]
+    return recommendation(model, Xc.shape[0], shape, samples, *sums)
+
+
+def recommendation(model: MLP, n: int, shape: str, samples: int, v1_sum: Any, v2_sum: Any,
+                   c12_sum: Any) -> Recommendation:
+    """The Recommendation from the sums over the N inputs of the single-draw Var(I1), Var(I2)
+    and Cov(I1, I2) (sums over disjoint rows add: fisherkit.distributed forms them on
+    workers)."""
     scale = 1.0 / (float(n) * n * samples)
-    v1 = np.asarray(host(variance_sum(model, Xc, "v1", shape, chunk)), dtype=np.float64) * scale
-    v2 = np.asarray(host(variance_sum(model, Xc, "v2", shape, chunk)), dtype=np.float64) * scale
-    c12 = np.asarray(host(variance_sum(model, Xc, "c12", shape, chunk)), dtype=np.float64) * scale
+    v1, v2, c12 = (np.asarray(host(s), dtype=np.float64) * scale for s in (v1_sum, v2_sum, c12_sum))
     den = v1 + v2 - 2.0 * c12
     tiny = np.finfo(model.dtype).eps * 8 * np.maximum(v1 + v2, np.finfo(np.float64).tiny)
     ok = den > tiny
@@ -120,17 +130,32 @@ def samples_needed(
     ``per_parameter=True`` the float array of S_i (inf where F_ii = 0 < V_i; 1 where the
     estimate is exact). Chebyshev is conservative: the normal approximation needs about
     z_{1-delta/2}^2 delta times as many draws (0.19 at 95%)."""
+    if is_dask(X):
+        return dask_call("samples_needed", model, X, rel_error, confidence, estimator, per_parameter=per_parameter)
     model = check_model(model)
     estimator = check_estimator(estimator)
-    rel_error, confidence = float(rel_error), float(confidence)
+    rel_error, confidence = check_targets(rel_error, confidence)
+    Xc = rows(model, X)
+    V = variance(model, Xc, estimator=estimator, shape="diag")
+    F = estimate(model, Xc, None, "exact", "diag", 1, 0, 0, 0)
+    return draws_needed(V.values, F.values, rel_error, confidence, per_parameter)  # type: ignore[union-attr, attr-defined]
+
+
+def check_targets(rel_error: Any, confidence: Any) -> tuple[float, float]:
+    rel_error, confidence = as_real(rel_error, "rel_error"), as_real(confidence, "confidence")
     if not (math.isfinite(rel_error) and rel_error > 0):
         raise ValueError(f"argument 'rel_error' must be > 0, got {rel_error}")
     if not (0.0 < confidence < 1.0):
         raise ValueError(f"argument 'confidence' must be in (0, 1), got {confidence}")
+    return rel_error, confidence
+
+
+def draws_needed(V: Any, F: Any, rel_error: float, confidence: float, per_parameter: bool) -> Any:
+    """Chebyshev's draws per input from the one-draw diagonal variance `V` and the exact
+    diagonal `F` (see samples_needed)."""
+    V = np.asarray(host(V), dtype=np.float64)
+    F = np.asarray(host(F), dtype=np.float64)
     delta = 1.0 - confidence
-    Xc = rows(model, X)
-    V = np.asarray(host(variance(model, Xc, estimator=estimator, shape="diag").values), dtype=np.float64)  # type: ignore[union-attr]
-    F = np.asarray(host(estimate(model, Xc, None, "exact", "diag", 1, 0, 0, 0).values), dtype=np.float64)  # type: ignore[attr-defined]
     with np.errstate(divide="ignore", invalid="ignore"):
         S = np.where(V > 0, np.ceil(V / (delta * rel_error ** 2 * F * F)), 1.0)
     S = np.where(V > 0, np.where(F == 0, np.inf, np.maximum(S, 1.0)), 1.0)
