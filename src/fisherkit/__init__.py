@@ -12,6 +12,7 @@ from . import linalg
 from . import meanfield
 from . import natgrad
 from . import optim
+from . import plot
 from . import rl
 from .structure import BlockStructure, block_structure
 from ._backend import get_array_module
@@ -29,6 +30,7 @@ from .variance import (
     variance_bounds,
 )
 from .info import info, set_num_threads, num_threads, cmake_dir, include_dir
+from .report import Report, report
 
 __version__ = _core.version()
 
@@ -54,6 +56,9 @@ __all__ = [
     "meanfield",
     "natgrad",
     "optim",
+    "plot",
+    "report",
+    "Report",
     "rl",
     "block_structure",
     "BlockStructure",
