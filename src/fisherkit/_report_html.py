@@ -54,12 +54,12 @@ FIGURES: dict[str, Sequence[Callable[[Any, Any], Any]]] = {
 }
 
 _STYLE = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0 auto;max-width:1180px;
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0 auto;max-width:1200px;
 padding:1.2em 2em;color:#1d1d1f;background:#fff;line-height:1.4}
 h1{font-size:1.7em;margin:0.2em 0}h2{font-size:1.25em;border-bottom:2px solid #ddd;padding-bottom:0.2em;
 margin-top:1.6em}p.sub{color:#555;margin-top:0}p.guide{background:#eef5ff;border-left:4px solid #3b7dd8;
 padding:0.4em 0.8em}p.note{color:#555;font-size:0.9em}div.figs{display:flex;flex-wrap:wrap;gap:0.6em}
-figure{margin:0}figcaption{font-size:0.85em;color:#555;max-width:470px}table{border-collapse:collapse;
+figure{margin:0}figcaption{font-size:0.85em;color:#555;max-width:378px}table{border-collapse:collapse;
 margin:0.6em 0;font-size:0.9em}th,td{border:1px solid #ddd;padding:0.25em 0.6em;text-align:left}
 th{background:#f4f4f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
 div.skipped{background:#fff6e5;border-left:4px solid #e0a000;padding:0.4em 0.8em}
@@ -112,7 +112,7 @@ def figure_png(fn: Callable[[Any, Any], Any], results: Any) -> bytes:
     """One figure drawn by `fn` on a fresh matplotlib Figure (no pyplot state), as PNG."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5.2, 3.4), dpi=90, layout="constrained")
+    fig = Figure(figsize=(4.2, 3.1), dpi=90, layout="constrained")
     fn(results, fig.add_subplot())
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})

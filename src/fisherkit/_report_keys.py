@@ -64,7 +64,8 @@ KEYS: dict[str, str] = {
     "variance/{e}/layer_samples_needed": "(L,) draws per input for every F_ii of the layer within 10% at 95% "
                                          "(Chebyshev; inf where F_ii = 0 < variance)",
     "variance/{e}/samples_needed": "() the maximum of variance/{e}/layer_samples_needed",
-    "variance/layer_hessian_wins": "(L,) share of parameters where the Hessian estimator has the smaller variance",
+    "variance/layer_hessian_wins": "(L,) share of parameters where the Hessian estimator's variance is not larger "
+                                  "(ties, e.g. both 0, count for it, as in fisherkit.recommend)",
     "variance/layer_mean_alpha": "(L,) mean optimal weight alpha* of the score estimator in the unbiased mix",
     "variance/layer_mean_sd_mix": "(L,) mean standard deviation of the optimal mix",
     # -------------------------------------------------------------- section 4

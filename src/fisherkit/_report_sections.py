@@ -256,8 +256,8 @@ def _unit_blocks(ctx: Context, seconds: float) -> None:
         return
     n0 = _pilot_rows(ctx)
     eig = _secs(ctx.rate, sum(u * eigh_flops(k) for u, k in geo))
-    pilot_cost = (3 * nbytes / BYTES_PER_SECOND + _secs(ctx.rate, 2.0 * n0 * sum(u * k * k for u, k in geo))
-                  * m.output_dim)
+    pilot_cost = 3 * nbytes / BYTES_PER_SECOND + _secs(ctx.rate, 2.0 * n0 * m.output_dim
+                                                       * sum(u * k * k for u, k in geo))
     if not ctx.affordable("fisher", "unit blocks and their eigenvalues", pilot_cost + eig, seconds):
         return
 

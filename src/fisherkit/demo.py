@@ -32,8 +32,9 @@ def run(data: str = "spirals", seed: int = 0, quick: bool = False, out_dir: str 
     summary. Returns the exit status (2 when the digits need scikit-learn)."""
     import sys
 
-    from .report import report
+    from .report import _need_matplotlib, report
 
+    _need_matplotlib()  # before training: the page is the point of the demo
     out = out or sys.stdout
     if data == "spirals":
         X, y = datasets.spirals(n=300 if quick else 900, classes=3, seed=seed)

@@ -53,11 +53,13 @@ def layer_mass(r: Any, ax: Any) -> Any:
     x = _layers(r)
     ax.bar(x - 0.2, r["fisher/layer_share"], width=0.4, label="share of the Fisher trace", color="C1")
     ax.bar(x + 0.2, r["fisher/layer_param_share"], width=0.4, label="share of the parameters", color="0.7")
+    top = np.nanmax(np.concatenate([r["fisher/layer_share"], r["fisher/layer_param_share"]]))
+    ax.set_ylim(0, 1.35 * top if np.isfinite(top) and top > 0 else 1)  # room for the legend
     ax.set_xticks(x)
     ax.set_xlabel("layer")
     ax.set_ylabel("share")
     ax.set_title("where the Fisher mass sits")
-    ax.legend(frameon=False, fontsize="small")
+    ax.legend(frameon=False, fontsize="small", loc="upper left", ncol=1)
     return ax
 
 

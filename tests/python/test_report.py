@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from html.parser import HTMLParser
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -526,3 +525,46 @@ def test_chromium_renders_the_page(page, tmp_path):
     assert img.shape == (2000, 1280)
     assert (img < 128).mean() > 0.01  # text and figures, not a blank page
     assert img.std() > 20
+
+
+# ============================================================================ smaller pieces
+@pytest.mark.parametrize("head, bad, want", [
+    ("categorical", [[0.0], [3.0]], "class indices 0..2"),
+    ("categorical", [[1.0], [0.5]], "class indices"),
+    ("bernoulli", [[0, 1, 1], [0, 2, 0]], "0 or 1"),
+    ("poisson", [[0, 1, 1], [0, -1, 0]], "counts"),
+    ("gaussian", [[0, 1, 1], [0, np.inf, 0]], "finite"),
+])
+def test_label_support_per_head(head, bad, want):
+    from fisherkit._data import check_labels
+
+    model = fk.MLP.init([2, 3], head=head, seed=0)
+    y = np.asarray(bad, dtype=float)
+    with pytest.raises(InputError, match=f"row 2.*{want}"):
+        check_labels(model, y if head != "categorical" else y[:, 0], 2)
+    with pytest.raises(InputError, match="needs 3 columns" if head != "categorical" else "one column"):
+        check_labels(model, np.zeros((2, 2)), 2)
+
+
+def test_without_matplotlib_the_report_says_how_to_install_it(files, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=re.escape('pip install "fisherkit[report]"')):
+        fk.report(files["model"], files["X"], out=tmp_path / "r")
+    d = files["dir"]
+    rc, _, err, _ = _report([d / "model.npz", d / "data.npz", "--out", tmp_path / "r"], capsys)
+    assert rc == 2 and "fisherkit[report]" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_progress_bar_only_on_a_terminal_and_not_when_quiet(files, monkeypatch):
+    pytest.importorskip("tqdm")
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for quiet in (False, True):
+        term = Terminal()
+        monkeypatch.setattr(sys, "stderr", term)
+        fk.report(files["model"], files["X"][:60], max_seconds=10, quiet=quiet)
+        assert ("fisherkit report" in term.getvalue()) is not quiet
