@@ -82,11 +82,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from ._data import load_data, load_model
+    from ._data import InputError, load_data, load_model
     from .report import report
 
     model = load_model(args.model, arch=args.arch, activation=args.activation, head=args.head)
     X, y, desc = load_data(args.data, labels=args.labels)
+    if y is None and X.shape[1] == model.input_dim + (1 if model.head == "categorical" else model.output_dim):
+        raise InputError(f"DATA '{args.data}' has {X.shape[1]} columns but the model takes {model.input_dim} inputs; "
+                         "if the others are the labels, name them with --labels COLUMN")
     labels = f", labels {desc['labels']}" if desc.get("labels") else ""
     rep = report(model, X, y, out=args.out, estimators=args.estimators, samples=args.samples,
                  max_seconds=args.max_seconds, seed=args.seed, quiet=args.quiet,

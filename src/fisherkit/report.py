@@ -289,6 +289,8 @@ def report(
         _check_out(out)
         _need_matplotlib()
     budget = Budget(max_seconds, reserve=_PAGE_SECONDS if out is not None else 0.5)
+    X = X if hasattr(X, "shape") else np.asarray(X)  # lists and the like; arrays and memory maps pass as they are
+    y = y if y is None or hasattr(y, "shape") else np.asarray(y)
     check_inputs(model, X, "argument 'X'" if source is None else f"the data ({source})")
     n = int(X.shape[0])
     if y is not None:

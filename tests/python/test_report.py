@@ -437,6 +437,8 @@ def test_bad_arguments(files, tmp_path, capsys):
     assert rc == 2 and "at least 5 s" in err
     rc, _, err, _ = _report([d / "model.npz", d / "data.csv", "--labels", "nope"], capsys)
     assert rc == 2 and "has no column 'nope'; its columns are a, b, label, c, d" in err
+    rc, _, err, _ = _report([d / "model.npz", d / "data.csv"], capsys)
+    assert rc == 2 and "has 5 columns but the model takes 4 inputs" in err and "--labels COLUMN" in err
     with pytest.raises(ValueError, match="estimators"):
         fk.report(files["model"], files["X"], estimators=["empirical"])
 
