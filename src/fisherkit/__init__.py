@@ -12,6 +12,7 @@ from . import linalg
 from . import meanfield
 from . import natgrad
 from . import optim
+from . import plot
 from . import rl
 from . import distributed  # noqa: F401 - registers the Dask implementations; imports Dask only when used
 from .structure import BlockStructure, block_structure
@@ -30,6 +31,7 @@ from .variance import (
     variance_bounds,
 )
 from .info import info, set_num_threads, num_threads, cmake_dir, include_dir
+from .report import Report, report
 
 __version__ = _core.version()
 
@@ -55,6 +57,9 @@ __all__ = [
     "meanfield",
     "natgrad",
     "optim",
+    "plot",
+    "report",
+    "Report",
     "rl",
     "block_structure",
     "BlockStructure",
