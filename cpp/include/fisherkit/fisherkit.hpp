@@ -7,6 +7,7 @@
 #include "fisherkit/mlp.hpp"
 #include "fisherkit/accumulate.hpp"
 #include "fisherkit/variance.hpp"
+#include "fisherkit/kfac.hpp"
 #include "fisherkit/dpr2.hpp"
 #include "fisherkit/rank1.hpp"
 #include "fisherkit/natgrad.hpp"

@@ -2,6 +2,7 @@
 #include "../passes/table.hpp"
 #include "../passes/fisher.hpp"
 #include "../passes/heads.hpp"
+#include "../passes/kfac.hpp"
 #include "../passes/mlp.hpp"
 #include "../passes/natgrad.hpp"
 #include "../passes/variance.hpp"

@@ -13,6 +13,7 @@
 #include "fisherkit/accumulate.hpp"
 #include "fisherkit/dpr2.hpp"
 #include "fisherkit/heads.hpp"
+#include "fisherkit/kfac.hpp"
 #include "fisherkit/mlp.hpp"
 #include "fisherkit/natgrad.hpp"
 #include "fisherkit/variance.hpp"
@@ -67,6 +68,24 @@
       const UnitStatsOptions& opt, const std::vector<UnitStats<T>>& stats, VectorView<T> grad),                    \
      (mlp, head, X, y, opt, stats, grad), mlp.device())
 
+#define FISHERKIT_KFAC_OPS(OP, T)                                                                                 \
+  OP(T, void, kfac_factors,                                                                                        \
+     (const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, MatrixView<const T> y, const FisherOptions& opt,  \
+      VectorView<T> out),                                                                                          \
+     (mlp, head, X, y, opt, out), mlp.device())                                                                    \
+  OP(T, void, ekfac_diagonal,                                                                                      \
+     (const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, MatrixView<const T> y, const FisherOptions& opt,  \
+      VectorView<const T> bases, VectorView<T> out),                                                               \
+     (mlp, head, X, y, opt, bases, out), mlp.device())                                                             \
+  OP(T, void, kfac_error_sums,                                                                                     \
+     (const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, MatrixView<const T> y, const FisherOptions& opt,  \
+      VectorView<const T> factors, VectorView<double> out),                                                        \
+     (mlp, head, X, y, opt, factors, out), mlp.device())                                                           \
+  OP(T, void, kfac_variance_sum,                                                                                   \
+     (const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, VectorView<const T> bases, VectorView<T> out,     \
+      std::int64_t chunk),                                                                                         \
+     (mlp, head, X, bases, out, chunk), mlp.device())
+
 #define FISHERKIT_HEAD_OPS(OP, T)                                                                                 \
   OP(T, void, head_log_likelihood,                                                                                 \
      (const Head& head, MatrixView<const T> H, MatrixView<const T> y, VectorView<T> out), (head, H, y, out),       \
@@ -79,8 +98,9 @@
       std::int64_t index_offset),                                                                                  \
      (head, H, seed, S, out, index_offset), H.device)
 
-#define FISHERKIT_PASS_OPS(OP, T) \
-  FISHERKIT_MLP_OPS(OP, T) FISHERKIT_FISHER_OPS(OP, T) FISHERKIT_VARIANCE_OPS(OP, T) FISHERKIT_HEAD_OPS(OP, T)
+#define FISHERKIT_PASS_OPS(OP, T)                                                          \
+  FISHERKIT_MLP_OPS(OP, T) FISHERKIT_FISHER_OPS(OP, T) FISHERKIT_VARIANCE_OPS(OP, T) FISHERKIT_KFAC_OPS(OP, T) \
+  FISHERKIT_HEAD_OPS(OP, T)
 
 // Custom kernels: written separately for each device (cpp/src/dpr2.cpp, cuda/dpr2.cu), the
 // same table gives their declarations, the dispatch and the stubs.

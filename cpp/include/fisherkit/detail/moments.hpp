@@ -401,6 +401,53 @@ FISHERKIT_HD UnitPairScalars head_unit_pair_scalars(const HeadRow<T>& r,
   return out;
 }
 
+/// U1 of head_unit_pair_scalars as sums over the coordinates, for Gram forms over many
+/// inputs and unit pairs (the variance of a sampled KFAC factor,
+/// docs/maths/kfac.rst#kfac-variance):
+///   U1(a, b) = sum_c kappa_c a_c^2 b_c^2 + qq I(a, a) I(b, b) + sign (sum_c omega_c a_c b_c)^2
+/// with, per head,
+///   Gaussian     kappa = 0, omega = 1/s2, qq = 1, sign = +1
+///   categorical  a, b centred (a - p.a), kappa = omega = p_c, qq = 0, sign = -1
+///                (U1 = sum p a~^2 b~^2 - F_ab^2, the expansion of sum p (a~ b~ - F_ab)^2)
+///   Bernoulli/Poisson  kappa = kappa4_c, omega = Var t_c, qq = 1, sign = +1.
+struct PairGramWeights {
+  double kappa, omega;
+};
+
+template <class T>
+FISHERKIT_HD PairGramWeights head_pair_gram_weights(const HeadRow<T>& r, std::int64_t c) {
+  switch (r.kind) {
+    case HeadKind::gaussian: return PairGramWeights{0.0, r.inv_s2};
+    case HeadKind::categorical: {
+      const double p = r.mean(c);
+      return PairGramWeights{p, p};
+    }
+    case HeadKind::bernoulli:
+    case HeadKind::poisson: {
+      const CoordMoments m = r.coord(c);
+      return PairGramWeights{m.k4, m.w};
+    }
+  }
+  return PairGramWeights{0.0, 0.0};
+}
+FISHERKIT_HD bool head_pair_centred(HeadKind k) { return k == HeadKind::categorical; }
+FISHERKIT_HD double head_pair_qq(HeadKind k) { return k == HeadKind::categorical ? 0.0 : 1.0; }
+FISHERKIT_HD double head_pair_sign(HeadKind k) { return k == HeadKind::categorical ? -1.0 : 1.0; }
+
+/// The HeadRow of row h whose (mean, complement) cache make_head_row filled earlier: no
+/// exponential is taken again. O(1).
+template <class T>
+FISHERKIT_HD HeadRow<T> cached_head_row(HeadKind kind, double sigma, const T* h, std::int64_t C,
+                                        const double* cache) {
+  HeadRow<T> r;
+  r.kind = kind;
+  r.C = C;
+  r.inv_s2 = 1.0 / (sigma * sigma);
+  r.h = StridedVec<T>(h);
+  r.cache = cache;
+  return r;
+}
+
 // ------------------------------------------------------------------ spectral constants
 
 /// Head constants used by the bounds of docs/maths/variance.rst#variance-bounds (constants: docs/maths/heads.rst#heads-spectral-constants), at one row.
