@@ -8,11 +8,14 @@ import numpy as np
 
 from ._loader import _core
 from ._validate import check_fits
+from .kronecker import ekfac_from_flat, kfac_from_flat
 from .matrices import FisherMatrix, LayerBlocks, Provenance, from_flat
 from .model import MLP
 
 ESTIMATORS = ("exact", "score", "hessian", "empirical")
-SHAPES = ("full", "layer", "unit", "diag")
+SHAPES = ("full", "layer", "unit", "diag", "kfac", "ekfac")
+KRONECKER_SHAPES = ("kfac", "ekfac")
+KRONECKER_ESTIMATORS = ("exact", "score", "empirical")
 
 
 def provenance(model: MLP, estimator: str, samples: int, seed: int, index_offset: int, n: int) -> Provenance:
@@ -27,6 +30,8 @@ def estimate(model: MLP, Xc: Any, yc: Any, estimator: str, shape: str, samples: 
     """fisher() on validated inputs (Xc, yc in the core's layout): refuses a result beyond the
     memory budget before allocating it, runs the compiled pass, wraps the flat result. `layers`:
     the subset of layer blocks (shape "layer")."""
+    if shape in KRONECKER_SHAPES:
+        return kronecker(model, Xc, yc, estimator, shape, samples, seed, chunk, index_offset, max_bytes, progress)
     layout = model.layout
     size = layout.size(shape) if layers is None else sum(layout.layer_params(l) ** 2 for l in layers)
     extra = size * 8 if model.dtype == np.float32 else 0  # the float64 accumulator
@@ -47,3 +52,38 @@ def estimate(model: MLP, Xc: Any, yc: Any, estimator: str, shape: str, samples: 
         blocks.append(out[off:off + d * d].reshape(d, d))
         off += d * d
     return LayerBlocks(blocks, layout.sizes, n, estimator, bias=layout.bias, provenance=prov, layers=layers)
+
+
+def check_kronecker_estimator(estimator: str, shape: str) -> None:
+    if estimator not in KRONECKER_ESTIMATORS:
+        raise ValueError(f"shape {shape!r} takes the estimators {', '.join(KRONECKER_ESTIMATORS)}, not "
+                         f"{estimator!r} (the Hessian estimator's output-Hessian term has no Kronecker form)")
+
+
+def kronecker(model: MLP, Xc: Any, yc: Any, estimator: str, shape: str, samples: int, seed: int, chunk: int,
+              index_offset: int, max_bytes: int | None = None, progress: Any = None, bases: Any = None) -> Any:
+    """fisher(shape="kfac" | "ekfac") on validated inputs: the factors by the compiled KFAC
+    pass and, for "ekfac", the diagonal re-fitted in their eigenbases (or in `bases`, flat in
+    the 'kfac' layout, when given: then the result carries no KFAC) by the EKFAC pass over
+    the same rows (the same draws)."""
+    check_kronecker_estimator(estimator, shape)
+    layout, dt, xp = model.layout, model.dtype, model.xp
+    size, P = layout.size("kfac"), model.n_params
+    acc = 8 if dt == np.float32 else 0  # the float64 accumulator of a float32 result
+    need = size * (dt.itemsize + acc) + (0 if shape == "kfac" else size * dt.itemsize + P * (dt.itemsize + acc))
+    check_fits(need, f"the {shape!r} Fisher of {model.n_params} parameters", "use shape='diag' or a smaller model",
+               max_bytes)
+    n = int(Xc.shape[0])
+    prov = provenance(model, estimator, samples, seed, index_offset, n)
+    args = (*model._core_args(), model.head, model.sigma, Xc, yc, estimator, samples, seed, chunk, index_offset)
+    K = None
+    if bases is None:
+        flat = xp.empty(size, dtype=dt)
+        _core.kfac_factors(*args, flat, progress)
+        K = kfac_from_flat(flat, layout, n, estimator, prov)
+        if shape == "kfac":
+            return K
+        bases = K.eigenbases()
+    scales = xp.empty(P, dtype=dt)
+    _core.ekfac_diagonal(*args, bases, scales, progress)
+    return ekfac_from_flat(bases, scales, layout, n, estimator, prov, K)

@@ -7,13 +7,13 @@ from typing import Any, Sequence
 
 from . import heads as _heads
 from ._backend import dask_call, is_dask
-from ._engine import ESTIMATORS, SHAPES, estimate
+from ._engine import ESTIMATORS, KRONECKER_SHAPES, SHAPES, check_kronecker_estimator, estimate
 from ._loader import _core
 from ._progress import reporter
 from ._validate import as_chunk, as_index_offset, as_int, as_samples
 from .matrices import FisherMatrix
 from .model import MLP, check_model
-from .variance.closed_form import standard_error
+from .variance.closed_form import kronecker_standard_error, standard_error
 
 __all__ = ["fisher", "fisher_vector_product", "ESTIMATORS", "SHAPES"]
 
@@ -49,8 +49,16 @@ def fisher(
         ``hessian`` (I2): average negative Hessian of the log-likelihood at `samples`
         drawn labels (indefinite in general; within-layer terms need phi''). ``empirical``:
         score outer products at the given labels (biased unless y ~ model).
-    shape : {"full", "layer", "unit", "diag"}
-        P x P; one block per layer; one (n_in+1)^2 block per unit (bias last); the diagonal.
+    shape : {"full", "layer", "unit", "diag", "kfac", "ekfac"}
+        P x P; one block per layer; one (n_in+1)^2 block per unit (bias last); the diagonal;
+        ``kfac``: per layer the Kronecker factors A_l = mean abar abar^T (augmented input,
+        bias last) and G_l = mean B^T Cov(t|h) B (B = dh/dz_l; sampled or at the labels for
+        ``score`` / ``empirical``), the layer block approximated by G_l (x) A_l in the
+        unit-major order (docs/maths/kfac.rst#kfac-factors); ``ekfac``: the eigenbases of those
+        factors with the diagonal re-fitted in them (George et al. 2018;
+        docs/maths/kfac.rst#kfac-ekfac). Both take ``exact``, ``score`` and ``empirical``. Both
+        factors are averages over the inputs (and draws): curvlinops' and BackPACK's
+        conventions differ by documented constants (docs/guide/kfac.rst).
     samples : int
         Label draws per input for ``score`` and ``hessian``.
     seed : int, optional
@@ -69,7 +77,9 @@ def fisher(
     with_stderr : bool
         Also return the standard error of every entry: the square root of the closed-form
         fixed-input variance of this estimate (``fisherkit.variance``), in the same layout;
-        zeros for "exact"; not available for "empirical".
+        zeros for "exact"; not available for "empirical". For ``kfac`` the standard errors of
+        the factors' entries (A_l: zeros), for ``ekfac`` of the scales with the eigenbases held
+        fixed (docs/maths/kfac.rst#kfac-variance).
     layers : list of int, optional
         With ``shape="layer"``: compute only these layers' blocks (0-based), e.g. the block of
         one layer of a network whose full set of blocks would not fit in memory.
@@ -79,7 +89,7 @@ def fisher(
 
     Returns
     -------
-    Dense, LayerBlocks, UnitBlocks or Diagonal, averaged over the N inputs (and draws);
+    Dense, LayerBlocks, UnitBlocks, Diagonal, KFAC or EKFAC, averaged over the N inputs (and draws);
     with ``with_stderr=True`` the pair (estimate, standard error).
     """
     if is_dask(X, y):  # Dask arrays: row blocks on workers, merged (fisherkit.distributed)
@@ -98,6 +108,8 @@ def fisher(
     if with_stderr and estimator == "empirical":
         raise ValueError("with_stderr=True is not available for the empirical Fisher: its variance "
                          "needs the data distribution")
+    if shape in KRONECKER_SHAPES:
+        check_kronecker_estimator(estimator, shape)
     if estimator != "empirical":
         y = None
     subset = check_layers(model, shape, layers, with_stderr)
@@ -107,6 +119,8 @@ def fisher(
                           index_offset, max_bytes, cb, subset)
     if not with_stderr:
         return result
+    if shape in KRONECKER_SHAPES:
+        return result, kronecker_standard_error(model, Xc, result, estimator, samples, chunk)
     return result, standard_error(model, Xc, estimator, shape, samples, chunk, max_bytes)
 
 

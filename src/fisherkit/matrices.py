@@ -4,8 +4,9 @@ Every object holds the estimate *averaged* over its ``n_samples`` inputs, knows 
 model's layout, and offers the same operations: ``to_dense()``, ``diagonal()``,
 ``mv(v)``, ``solve(v, damping)``, ``inverse(damping)``, ``trace()``, ``frobenius()``,
 ``eigvalsh()`` (per block for block shapes), ``merge(other)`` (exact, weighted by sample
-counts, for streaming and distributed sums) and ``blocks`` (arrays per block in the
-canonical order). Vectors are in the flat parameter order: per layer W_l row-major, then b_l.
+counts, for streaming and distributed sums), ``as_linear_operator()`` (a SciPy
+``LinearOperator`` over ``mv``) and ``blocks`` (arrays per block in the canonical order). The
+Kronecker-factored shapes (``KFAC``, ``EKFAC``) live in :mod:`fisherkit.kronecker`. Vectors are in the flat parameter order: per layer W_l row-major, then b_l.
 
 A result computed by fisherkit carries its :class:`Provenance` (what model, estimator,
 draws and input rows it comes from), and ``merge`` refuses results that do not belong
@@ -21,6 +22,7 @@ import numpy as np
 
 from ._backend import get_array_module
 from ._layout import Layout, layout_of, unit_index
+from ._linop import linear_operator
 from ._loader import _core
 from ._validate import check_damping
 
@@ -100,6 +102,13 @@ class FisherMatrix:
 
     def _frob_parts(self) -> list[Any]:
         return self.blocks
+
+    def as_linear_operator(self) -> Any:
+        """This matrix as a ``scipy.sparse.linalg.LinearOperator`` (P x P, this object's
+        dtype, symmetric), for ``eigsh``, ``cg``, ``minres`` and the like: every product is
+        one call of :meth:`mv` (all columns of a ``matmat`` at once). Needs SciPy
+        (``pip install "fisherkit[scipy]"``); NumPy arrays only."""
+        return linear_operator(self)
 
     def _check_vector(self, v: Any, name: str = "v") -> Any:
         xp = get_array_module(("v", v), ("matrix", self.blocks[0]))

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ._linop import linear_operator, scipy_linalg
 from .model import MLP
 from .fisher import fisher_vector_product
 
@@ -26,15 +27,6 @@ __all__ = ["fisher_operator", "linear_operator", "OPERATOR_ESTIMATORS"]
 # call: compute them with fisherkit.fisher and wrap the result with linear_operator.
 OPERATOR_ESTIMATORS = ("exact", "empirical")
 _CHUNK_BYTES = 32 << 20  # bytes of inputs per product call when `chunk` is not given
-
-
-def _scipy_linalg() -> Any:
-    try:
-        import scipy.sparse.linalg as spla
-    except ImportError:
-        raise ImportError('fisherkit linear operators need SciPy: pip install "fisherkit[scipy]" '
-                          "(or pip install scipy)") from None
-    return spla
 
 
 def _rows_per_chunk(X: Any, chunk: int | None) -> int:
@@ -72,7 +64,7 @@ def fisher_operator(model: MLP, X: Any, y: Any = None, *, estimator: str = "exac
     product call per chunk with all k columns at once. Each product costs one pass over the
     N inputs: an eigensolver's cost is its number of products times that pass.
     """
-    spla = _scipy_linalg()
+    spla = scipy_linalg()
     if not isinstance(model, MLP):
         raise TypeError(f"argument 'model' must be a fisherkit.MLP, got {type(model).__name__}")
     if estimator not in OPERATOR_ESTIMATORS:
@@ -107,26 +99,6 @@ def fisher_operator(model: MLP, X: Any, y: Any = None, *, estimator: str = "exac
                 part = G.T @ (G @ V) / (hi - lo)  # the chunk's mean, like fisher_vector_product's
             out += (hi - lo) * np.asarray(part, dtype=np.float64)
         return (out / N).astype(dtype, copy=False)
-
-    return spla.LinearOperator((P, P), matvec=_product, rmatvec=_product, matmat=_product,
-                               rmatmat=_product, dtype=dtype)
-
-
-def linear_operator(matrix: Any) -> Any:
-    """A ``scipy.sparse.linalg.LinearOperator`` for a fisherkit matrix object (``Dense``,
-    ``LayerBlocks``, ``UnitBlocks``, ``Diagonal``, or anything with ``mv(v)`` accepting (P,)
-    and (P, k), ``n_params`` and ``dtype``): products are ``matrix.mv``, one call for all
-    columns of a ``matmat``. The matrices are symmetric, so ``rmatvec`` is ``matvec``."""
-    spla = _scipy_linalg()
-    for attr in ("mv", "n_params", "dtype"):
-        if not hasattr(matrix, attr):
-            raise TypeError(f"argument 'matrix' must be a fisherkit matrix object with mv, n_params and dtype "
-                            f"(as fisherkit.fisher returns), got {type(matrix).__name__} without {attr!r}")
-    P = int(matrix.n_params)
-    dtype = np.dtype(matrix.dtype)
-
-    def _product(V: np.ndarray) -> np.ndarray:
-        return np.asarray(matrix.mv(np.ascontiguousarray(V, dtype=dtype)))
 
     return spla.LinearOperator((P, P), matvec=_product, rmatvec=_product, matmat=_product,
                                rmatmat=_product, dtype=dtype)

@@ -24,7 +24,9 @@ import numpy as np
 from .. import heads as _heads
 from .._backend import dask_call, is_dask
 from .._engine import estimate
+from .._loader import _core
 from .._validate import as_chunk, check_fits, format_bytes
+from ..kronecker import ekfac_from_flat, kfac_from_flat
 from ..matrices import FisherMatrix, from_flat
 from ..model import MLP, check_model
 from ._common import (WHICH, check_estimator, check_samples, check_shape, chunks, finish, flat_values,
@@ -32,7 +34,7 @@ from ._common import (WHICH, check_estimator, check_samples, check_shape, chunks
 
 VARIANCE_SHAPES = ("full", "layer", "unit", "diag", "trace")
 
-__all__ = ["variance", "covariance", "standard_error", "VARIANCE_SHAPES"]
+__all__ = ["variance", "covariance", "standard_error", "kronecker_standard_error", "VARIANCE_SHAPES"]
 
 
 def _blocks_of(model: MLP, shape: str) -> list[tuple[int, int]]:
@@ -208,6 +210,39 @@ def standard_error(model: MLP, X: Any, estimator: str, shape: str, samples: int,
     returns next to the estimate. ``exact`` gives zeros; ``empirical`` raises ValueError."""
     V = variance(model, X, estimator=estimator, shape=shape, samples=samples, chunk=chunk, max_bytes=max_bytes)
     return root(V, estimator)  # type: ignore[arg-type]
+
+
+def kronecker_variance_sum(model: MLP, Xc: Any, bases: Any = None, chunk: int | None = None) -> Any:
+    """The compiled per-input sum of the single-draw variance of the score estimator's G_l
+    entries ('kfac' layout, zeros for A_l) or, with `bases` (flat, 'kfac' layout), of its
+    EKFAC scales in those bases (P values) (docs/maths/kfac.rst#kfac-variance)."""
+    size = model.n_params if bases is not None else model.layout.size("kfac")
+    out = model.xp.empty(size, dtype=model.dtype)
+    _core.kfac_variance_sum(*model._core_args(), model.head, model.sigma, Xc, bases, out, as_chunk(chunk))
+    return out
+
+
+def kronecker_standard_error(model: MLP, Xc: Any, F: FisherMatrix, estimator: str, samples: int,
+                             chunk: int | None = None) -> FisherMatrix:
+    """Standard errors of ``fisher(model, X, estimator, shape="kfac" | "ekfac", samples)`` with
+    the inputs fixed, in the layout of `F` (the estimate): for KFAC the factors' entries
+    (A_l: zeros, it does not depend on the labels; G_l: the closed form of
+    docs/maths/kfac.rst#kfac-variance), for EKFAC the scales with F's eigenbases held fixed.
+    The entry ((u, j), (v, k)) of G (x) A then has standard error A_jk se(G_uv). ``exact``
+    gives zeros."""
+    n = int(Xc.shape[0])
+    ekfac = F.shape_name == "ekfac"
+    bases = F.eigenbases() if ekfac else None  # type: ignore[attr-defined]
+    xp = model.xp
+    if estimator == "exact":
+        flat = xp.zeros(model.n_params if ekfac else model.layout.size("kfac"), dtype=model.dtype)
+    else:
+        v = xp.asarray(kronecker_variance_sum(model, Xc, bases, chunk), dtype=np.float64)
+        flat = xp.sqrt(xp.maximum(v, 0.0) / (float(n) * n * samples)).astype(model.dtype)
+    label = f"stderr({estimator})"
+    if ekfac:
+        return ekfac_from_flat(bases, flat, model.layout, n, label)
+    return kfac_from_flat(flat, model.layout, n, label)
 
 
 def root(V: FisherMatrix, estimator: str) -> FisherMatrix:
