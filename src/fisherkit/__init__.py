@@ -2,7 +2,7 @@
 
 A compiled engine (C++ with BLAS and OpenMP, CUDA optional) behind a NumPy/CuPy API:
 estimate the FIM of an MLP (exact, score, Hessian and empirical estimators; full, layer,
-unit and diagonal shapes), say how good an estimate is, and use it for natural gradients.
+unit, diagonal and Kronecker-factored shapes), say how good an estimate is, and use it for natural gradients.
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from ._backend import get_array_module
 from .model import MLP
 from .fisher import fisher, fisher_vector_product
 from .matrices import Dense, Diagonal, FisherMatrix, LayerBlocks, UnitBlocks
+from .kronecker import EKFAC, KFAC
+from .kfac import KFACError, kfac_error
 from .variance import (
     Recommendation,
     covariance,
@@ -52,6 +54,10 @@ __all__ = [
     "LayerBlocks",
     "UnitBlocks",
     "Diagonal",
+    "KFAC",
+    "EKFAC",
+    "kfac_error",
+    "KFACError",
     "heads",
     "linalg",
     "meanfield",

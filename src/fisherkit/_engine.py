@@ -54,10 +54,12 @@ def estimate(model: MLP, Xc: Any, yc: Any, estimator: str, shape: str, samples: 
     return LayerBlocks(blocks, layout.sizes, n, estimator, bias=layout.bias, provenance=prov, layers=layers)
 
 
-def check_kronecker_estimator(estimator: str, shape: str) -> None:
+def check_kronecker_estimator(estimator: str, shape: str, what: str = "shape") -> None:
+    """`estimator` has a Kronecker-factored form; ValueError naming `what` (shape or method)."""
     if estimator not in KRONECKER_ESTIMATORS:
-        raise ValueError(f"shape {shape!r} takes the estimators {', '.join(KRONECKER_ESTIMATORS)}, not "
-                         f"{estimator!r} (the Hessian estimator's output-Hessian term has no Kronecker form)")
+        why = " (its output-Hessian term has no Kronecker form)" if estimator == "hessian" else ""
+        raise ValueError(f"{what} {shape!r} takes the estimators {', '.join(KRONECKER_ESTIMATORS)}, not "
+                         f"{estimator!r}{why}")
 
 
 def kronecker(model: MLP, Xc: Any, yc: Any, estimator: str, shape: str, samples: int, seed: int, chunk: int,

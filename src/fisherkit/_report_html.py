@@ -49,7 +49,7 @@ FIGURES: dict[str, Sequence[Callable[[Any, Any], Any]]] = {
     "fisher": (_plot.layer_mass, _plot.diagonal_histogram, _plot.unit_spread),
     "spectrum": (_plot.spectrum,),
     "estimators": (_plot.estimator_sd, _plot.log_ratio, _plot.estimator_choice),
-    "structure": (_plot.block_structure,),
+    "structure": (_plot.block_structure, _plot.kfac_error),
     "preconditioners": (_plot.preconditioners,),
 }
 
@@ -258,10 +258,24 @@ def _structure_tables(a: dict[str, Any]) -> str:
             r.append(_num(a, "structure/ratio", i))
         rows.append(r)
     out = _table(head, rows)
-    if "structure/layer_same_layer_ratio" in a:
-        rows = [[_td(l + 1), _num(a, "structure/layer_same_layer_ratio", l), _num(a, "structure/layer_across_ratio", l)]
-                for l in range(len(a["structure/layer_same_layer_ratio"]))]
-        out += _table(["layer", "other units of the layer / in-block", "other layers / in-block"], rows)
+    masses = "structure/layer_same_layer_ratio" in a
+    kfac = "structure/layer_kfac_error" in a
+    if masses or kfac:  # per layer: the masses (dense Fisher only) and the KFAC distances (always)
+        L = len(a["structure/layer_kfac_error" if kfac else "structure/layer_same_layer_ratio"])
+        head = ["layer"]
+        if masses:
+            head += ["other units of the layer / in-block", "other layers / in-block"]
+        if kfac:
+            head += ["KFAC distance ||F_l - G (x) A|| / ||F_l||", "EKFAC distance"]
+        rows = []
+        for l in range(L):
+            r = [_td(l + 1)]
+            if masses:
+                r += [_num(a, "structure/layer_same_layer_ratio", l), _num(a, "structure/layer_across_ratio", l)]
+            if kfac:
+                r += [_num(a, "structure/layer_kfac_error", l), _num(a, "structure/layer_ekfac_error", l)]
+            rows.append(r)
+        out += _table(head, rows)
     return out
 
 

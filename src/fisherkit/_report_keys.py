@@ -80,6 +80,9 @@ KEYS: dict[str, str] = {
                                         "the layer's in-block mass",
     "structure/layer_across_ratio": "(L,) per layer: mass between the layer and the other layers / "
                                     "the layer's in-block mass",
+    "structure/layer_kfac_error": "(L,) per layer: ||F_l - G_l (x) A_l||_F / ||F_l||_F, the exact relative distance "
+                                  "of KFAC from the exact layer block (fisherkit.kfac_error; NaN where F_l = 0)",
+    "structure/layer_ekfac_error": "(L,) per layer: the same for EKFAC (never larger than the KFAC distance)",
     # -------------------------------------------------------------- section 5
     "precond/n_inputs": "() inputs of the gradient and of every method's curvature",
     "precond/damping": "(D,) dampings added to every method's matrix (1e-3, 1e-2, 0.1 and 1 x mean F_ii)",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from .info import num_threads
@@ -92,6 +92,20 @@ def unit_solve_flops(m: int, k: int, n: int, solves: int = 1) -> float:
     if n >= k:
         return 3.0 * (2.0 * m * n * k * k + solves * m * (k ** 3 / 3.0 + 4.0 * k ** 3 / 3.0))
     return 3.0 * solves * m * (2.0 * n * n * k + 2.0 * n ** 3 / 3.0)
+
+
+def kfac_error_flops(sizes: Sequence[int], n: int) -> float:
+    """The pairs-of-inputs part of fisherkit.kfac_error (exact estimator, C = sizes[-1]
+    backward rows per input) on n inputs, in GEMM-rate flops: per layer the Gram of the
+    backward rows or of the packed Gamma_n (whichever is cheaper) and of the augmented
+    inputs, over the n^2 ordered pairs, plus the elementwise work on the n x n pair terms
+    (counted at a tenth of the GEMM rate)."""
+    C = int(sizes[-1])
+    flops = 0.0
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        per = min(C * C * n_out, n_out * (n_out + 1) / 2) + n_in + 1
+        flops += 2.0 * n * n * per + 10.0 * n * n * (C * C if n_out + 1 > 2 * C * C else 4)
+    return flops
 
 
 def blas_threads() -> Any:

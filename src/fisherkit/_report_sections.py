@@ -20,9 +20,11 @@ import numpy as np
 
 from . import heads as _heads
 from ._data import row_chunks
-from ._report_plan import BYTES_PER_SECOND, SAFETY, eigh_flops, largest_fitting, timed, unit_solve_flops
+from ._report_plan import (BYTES_PER_SECOND, SAFETY, eigh_flops, kfac_error_flops, largest_fitting, timed,
+                           unit_solve_flops)
 from ._validate import available_memory, format_bytes
 from .fisher import fisher
+from .kfac import kfac_error
 from .model import MLP
 from .operators import fisher_operator
 from .variance import recommend, samples_needed, variance, variance_bounds
@@ -40,9 +42,9 @@ SUBSET_BYTES = 256 << 20  # inputs held in memory at once by the subset sections
 ROW_CAPS = {"spectrum": 4096, "estimators": 4096, "structure": 2048, "preconditioners": 4096}
 
 # The natural-gradient methods compared in section 5, in the order of the page. A method
-# added to fisherkit.natgrad.natural_gradient (e.g. "kfac") is compared by adding it here
-# (and, if its cost is not linear in the inputs, a flop model in _preconditioner_fixed_cost).
-PRECONDITIONERS = ("diag", "quasi-diagonal", "unit", "unit-meanfield", "unit-correlated")
+# added to fisherkit.natgrad.natural_gradient is compared by adding it here (and, if its
+# cost is not linear in the inputs, a flop model in _preconditioner_fixed_cost).
+PRECONDITIONERS = ("diag", "quasi-diagonal", "unit", "unit-meanfield", "unit-correlated", "kfac")
 # Dampings of section 5, relative to the mean exact F_ii: how close two steps are depends on
 # it (a large damping pulls every step towards the plain gradient), so the page shows four.
 DAMPINGS = (1e-3, 1e-2, 1e-1, 1.0)
@@ -456,8 +458,9 @@ def estimators_section(ctx: Context, seconds: float) -> None:
 # ============================================================================ 4. structure
 def structure_section(ctx: Context, seconds: float) -> None:
     """Off-block against in-block Fisher mass (fisherkit.block_structure): every pair and the
-    per-layer ratios for small models, sampled pairs otherwise. (The KFAC approximation
-    error per layer belongs here too, once fisherkit computes it.)"""
+    per-layer ratios for small models, sampled pairs otherwise; and per layer the exact
+    relative distance of KFAC and EKFAC from the layer block (fisherkit.kfac_error), which
+    never forms a block, for every model."""
 
     m = ctx.model
     P = m.n_params
@@ -473,9 +476,11 @@ def structure_section(ctx: Context, seconds: float) -> None:
 
     def run(n: int) -> dict[str, Any]:
         X, _ = ctx.rows(n)
+        ke = kfac_error(m, X)
+        ctx.tick()
         if not dense:
             bs = block_structure(m, X, pairs=STRUCTURE_PAIRS, seed=ctx.seed)
-            return {"bs": bs}
+            return {"bs": bs, "kfac": ke.kfac, "ekfac": ke.ekfac}
         bs = block_structure(m, X)
         ctx.tick()
         F = np.asarray(fisher(m, X, estimator="exact", shape="full").to_dense(), dtype=np.float64)
@@ -487,9 +492,10 @@ def structure_section(ctx: Context, seconds: float) -> None:
             layer = float(F2[s, s].sum())
             same.append((layer - inb) / inb if inb > 0 else np.nan)
             across.append((float(rows[s].sum()) - layer) / inb if inb > 0 else np.nan)
-        return {"bs": bs, "same": np.array(same), "across": np.array(across)}
+        return {"bs": bs, "same": np.array(same), "across": np.array(across), "kfac": ke.kfac, "ekfac": ke.ekfac}
 
-    res, n = ctx.grow(run, n0, cap, seconds)
+    # the pairs of inputs of kfac_error grow with n^2: predicted by their flops
+    res, n = ctx.grow(run, n0, cap, seconds, fixed=lambda k: _secs(ctx.rate, kfac_error_flops(m.sizes, k)))
     bs = res["bs"]
     a = ctx.arrays
     a["structure/n_inputs"] = np.array(n)
@@ -499,6 +505,8 @@ def structure_section(ctx: Context, seconds: float) -> None:
     a["structure/rms"] = np.array([bs.rms[c] for c in CLASSES])
     a["structure/ratio"] = np.array([bs.ratio[c] for c in CLASSES])
     a["structure/counts"] = np.array([bs.counts[c] for c in CLASSES])
+    a["structure/layer_kfac_error"] = np.asarray(res["kfac"], dtype=np.float64)
+    a["structure/layer_ekfac_error"] = np.asarray(res["ekfac"], dtype=np.float64)
     if dense:
         a["structure/layer_same_layer_ratio"] = res["same"]
         a["structure/layer_across_ratio"] = res["across"]
@@ -511,15 +519,18 @@ def structure_section(ctx: Context, seconds: float) -> None:
 # ============================================================================ 5. preconditioners
 def _preconditioner_fixed_cost(ctx: Context, n: int) -> float:
     """Predicted seconds of the parts of section 5 that are not linear in the inputs: the
-    exact unit-block Cholesky factorisations and, for small models, the dense reference."""
+    exact unit-block Cholesky factorisations, the eigendecompositions of the input
+    covariances and of the KFAC factors and, for small models, the dense reference."""
     m = ctx.model
     D = len(DAMPINGS)
     flops = sum(unit_solve_flops(m.sizes[l + 1], m.sizes[l] + 1, n, D) for l in range(m.n_layers))
     if m.n_params <= DENSE_LIMIT:
         # the dense solve: a Cholesky factorisation and two general solves with the factor
         flops += _dense_flops(m, n) + D * 2.0 * m.n_params ** 3
-    # unit-correlated: one eigendecomposition of each layer's input covariance
+    # unit-correlated: one eigendecomposition of each layer's input covariance; kfac: one of
+    # each factor (k_l x k_l and n_l x n_l)
     flops += sum(eigh_flops(k) for k in m.sizes[:-1])
+    flops += sum(eigh_flops(k + 1) + eigh_flops(no) for k, no in zip(m.sizes[:-1], m.sizes[1:]))
     return _secs(ctx.rate, flops)
 
 

@@ -256,6 +256,15 @@ class KFAC(_Kronecker):
         xp = self.xp
         return [xp.sort((lg[:, None] * la[None, :]).ravel()).astype(self.dtype) for la, _, lg, _ in self.eigen()]
 
+    def blend(self, new: "KFAC", weight: float) -> "KFAC":
+        """The running average ``(1 - weight) self + weight new`` of the factors (an
+        optimizer's exponential moving average; no provenance: it mixes batches)."""
+        if not isinstance(new, KFAC) or (new.layout.sizes, new.layout.bias) != (self.layout.sizes, self.layout.bias):
+            raise ValueError("argument 'new' must be a KFAC of the same architecture")
+        w = float(weight)
+        pairs = [((1 - w) * A + w * A2, (1 - w) * G + w * G2) for (A, G), (A2, G2) in zip(self.factors, new.factors)]
+        return KFAC(pairs, self.sizes, new.n_samples, self.estimator, bias=self.layout.bias)
+
     def flat(self) -> Any:
         """The factors as one flat array in the 'kfac' layout (A_l then G_l per layer,
         row-major), as the engine writes and reads them."""
@@ -319,6 +328,29 @@ class EKFAC(_Kronecker):
                     raise ValueError(f"cannot merge EKFACs in different eigenbases (layer {l}): compute both "
                                      "with the bases of one KFAC, or merge the KFACs and re-fit")
         return super().merge(other)
+
+    def projected(self, bases: Sequence[tuple[Any, Any]]) -> list[Any]:
+        """Per layer the diagonal of this matrix in other eigenbases (Q_A', Q_G'):
+        (R_G o R_G) s (R_A o R_A)^T with R = Q'^T Q, the nearest EKFAC in those bases in
+        Frobenius norm."""
+        out = []
+        for (Qa, Qg), (Pa, Pg), s in zip(self.bases, bases, self.scales):
+            Ra, Rg = Pa.T @ Qa, Pg.T @ Qg
+            out.append((Rg * Rg) @ s @ (Ra * Ra).T)
+        return out
+
+    def blend(self, new: "EKFAC", weight: float) -> "EKFAC":
+        """The running average of two EKFACs that carry their KFACs: the factors averaged, then
+        ``(1 - weight) self + weight new`` projected onto the eigenbases of the averaged factors
+        (the scales of each re-expressed in the new bases, :meth:`projected`)."""
+        if not isinstance(new, EKFAC) or self.kfac is None or new.kfac is None:
+            raise ValueError("argument 'new' must be an EKFAC, and both must carry their KFAC (as fisher returns them)")
+        K = self.kfac.blend(new.kfac, weight)
+        bases = [(Qa.astype(self.dtype), Qg.astype(self.dtype)) for _, Qa, _, Qg in K.eigen()]
+        w = float(weight)
+        scales = [((1 - w) * a + w * b).astype(self.dtype)
+                  for a, b in zip(self.projected(bases), new.projected(bases))]
+        return EKFAC(bases, scales, self.sizes, new.n_samples, self.estimator, bias=self.layout.bias, kfac=K)
 
     def _block(self, l: int) -> Any:
         xp = self.xp

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import natgrad as _ng
 from ._validate import check_damping
+from .kronecker import DAMPING_MODES
 from .model import MLP
 from .natgrad.statistics import check_estimator, check_method
 
@@ -108,15 +109,22 @@ class NaturalGradient(_Optimizer):
     curvature statistics (1: use the current batch only). ``curvature_every`` recomputes
     the statistics every k steps (in between the last average is reused, as K-FAC does).
     ``curvature_batch`` caps the number of rows of each batch used for the statistics (the
-    first rows; None: all).
+    first rows; None: all). ``damping_mode``: ``"factored"`` for Martens & Grosse's factored
+    damping with ``method="kfac"`` (see :func:`fisherkit.natgrad.natural_gradient`). With
+    ``kfac`` and ``ekfac`` the running average is of the factors (and, for EKFAC, of the
+    scales re-expressed in the averaged factors' eigenbases).
     """
 
     def __init__(self, model: MLP, lr: float, method: str = "unit-meanfield", damping: float = 1e-3,
                  ema: float = 1.0, *, estimator: str = "exact", samples: int = 1, seed: int | None = 0,
-                 curvature_every: int = 1, curvature_batch: int | None = None) -> None:
+                 curvature_every: int = 1, curvature_batch: int | None = None, damping_mode: str = "exact") -> None:
         super().__init__(model, lr)
         self.method = check_method(method)
         self.damping = check_damping(damping)
+        if damping_mode not in DAMPING_MODES or (damping_mode != "exact" and self.method != "kfac"):
+            raise ValueError(f"argument 'damping_mode' must be 'exact' (or 'factored' with method 'kfac'), got "
+                             f"{damping_mode!r}")
+        self.damping_mode = damping_mode
         self.estimator = check_estimator(estimator)
         ema = float(ema)
         if not 0 < ema <= 1:
@@ -146,7 +154,7 @@ class NaturalGradient(_Optimizer):
                 self._absorb(_ng.curvature(self.model, Xs, method=self.method, estimator=self.estimator, y=ys,
                                            samples=self.samples, seed=self._seed()))
         d = _ng.natural_gradient(self.model, None, g, method=self.method, damping=self.damping,
-                                 curvature=self.curvature)
+                                 curvature=self.curvature, damping_mode=self.damping_mode)
         self.model.set_flat_params(self.model.flat_params() - self.lr * d)
         self.steps += 1
         return float(loss)

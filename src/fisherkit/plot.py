@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["layer_mass", "diagonal_histogram", "unit_spread", "spectrum", "estimator_sd", "log_ratio",
-           "estimator_choice", "block_structure", "preconditioners"]
+           "estimator_choice", "block_structure", "kfac_error", "preconditioners"]
 
 _ESTIMATOR_COLOR = {"score": "C0", "hessian": "C3"}
 
@@ -178,6 +178,22 @@ def block_structure(r: Any, ax: Any) -> Any:
     ax.invert_yaxis()
     ax.set_xlabel("RMS of normalised entries")
     ax.set_title("in-block (top) against off-block entries")
+    return ax
+
+
+def kfac_error(r: Any, ax: Any) -> Any:
+    """Per layer the exact relative Frobenius distance of KFAC and EKFAC from the layer block."""
+    _need(r, "structure/layer_kfac_error", "structure/layer_ekfac_error")
+    x = _layers(r)
+    ax.bar(x - 0.2, np.nan_to_num(r["structure/layer_kfac_error"]), width=0.4, label="KFAC", color="C0")
+    ax.bar(x + 0.2, np.nan_to_num(r["structure/layer_ekfac_error"]), width=0.4, label="EKFAC", color="C2")
+    top = np.nanmax(np.concatenate([r["structure/layer_kfac_error"], [0.0]]))
+    ax.set_ylim(0, 1.35 * top if np.isfinite(top) and top > 0 else 1)
+    ax.set_xticks(x)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("||F_l - approximation|| / ||F_l||")
+    ax.set_title("Kronecker-factored approximations")
+    ax.legend(frameon=False, fontsize="small")
     return ax
 
 

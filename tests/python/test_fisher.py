@@ -201,7 +201,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown estimator"):
         fisherkit.fisher(model, X, estimator="fisher")
     with pytest.raises(ValueError, match="unknown shape"):
-        fisherkit.fisher(model, X, shape="kfac")
+        fisherkit.fisher(model, X, shape="shampoo")
     with pytest.raises(ValueError, match="needs labels"):
         fisherkit.fisher(model, X, estimator="empirical")
     with pytest.raises(ValueError, match="samples"):

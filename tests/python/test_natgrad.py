@@ -426,7 +426,7 @@ def test_bad_inputs(rng):
     X = rng.standard_normal((10, 3))
     g = rng.standard_normal(model.n_params)
     with pytest.raises(ValueError, match="method"):
-        natgrad.natural_gradient(model, X, g, method="kfac", damping=1e-3)
+        natgrad.natural_gradient(model, X, g, method="shampoo", damping=1e-3)
     with pytest.raises(ValueError, match="damping"):
         natgrad.natural_gradient(model, X, g, method="unit", damping=-1.0)
     with pytest.raises(ValueError, match="damping"):

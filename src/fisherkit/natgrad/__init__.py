@@ -1,6 +1,6 @@
 """Natural gradients of MLPs without inverting the Fisher matrix (docs/maths/natgrad.rst#natgrad).
 
-:func:`natural_gradient` preconditions a loss gradient with one of six approximations of
+:func:`natural_gradient` preconditions a loss gradient with one of eight approximations of
 the Fisher information matrix F. Every unit-wise method uses the same abstraction
 (docs/maths/natgrad.rst#natgrad-unit-blocks): the block of unit i of layer l is a scalar-weighted Gram of the unit's
 augmented inputs ``x~ = [x^{l-1}; 1]``,
@@ -24,6 +24,14 @@ diagonal of Cov(t|h) backpropagated with squared weights, one cheap pass, no sam
 - ``quasi-diagonal``: Ollivier's QD, per edge the 2 x 2 system on (bias, weight), then the bias
   correction (docs/maths/natgrad.rst#natgrad-quasi-diagonal). Cost 2 m N n + O(m n).
 - ``diag``: the diagonal of F. Cost m N n.
+- ``kfac``: per layer the Kronecker factors G_l (x) A_l of ``fisher(..., shape="kfac")``
+  (docs/maths/kfac.rst#kfac-factors), solved with exact damping through the factors'
+  eigendecompositions or with Martens & Grosse's factored damping (``damping_mode``).
+  Cost 2 N n^2 + 2 N C m^2 for the factors (C backward rows per input), n^3 + m^3 for the
+  eigendecompositions, 2 m n (m + n) per solve.
+- ``ekfac``: the eigenbases of those factors with the diagonal re-fitted in them
+  (docs/maths/kfac.rst#kfac-ekfac); one more pass over the inputs. At least as close as
+  ``kfac`` to the layer block of F in Frobenius norm.
 
 (m units of fan-in n per layer, N inputs, P parameters, C outputs.)
 

@@ -15,7 +15,8 @@ from ..linalg import dpr2_solve
 from ..matrices import _cholesky_solve
 from ..meanfield import unit_moments
 from ..model import MLP, check_model
-from .statistics import Curvature, check_estimator, check_method, eigen
+from ..kronecker import DAMPING_MODES
+from .statistics import KRONECKER_METHODS, Curvature, check_estimator, check_method, eigen
 from .statistics import curvature as _curvature
 
 Parts = list[tuple[np.ndarray, np.ndarray]]
@@ -180,6 +181,7 @@ def natural_gradient(
     samples: int = 1,
     seed: int | None = None,
     curvature: Curvature | None = None,
+    damping_mode: str = "exact",
 ) -> Any:
     """The preconditioned step ``(F_approx + damping I)^-1 grads`` of an MLP.
 
@@ -190,13 +192,19 @@ def natural_gradient(
         Inputs over which the curvature is estimated (ignored when ``curvature`` is given).
     grads : list of (dW, db) per layer, or a flat vector (P,)
         The gradient to precondition; the result has the same layout (and dtype).
-    method : {"unit", "unit-meanfield", "unit-correlated", "quasi-diagonal", "diag", "full"}
+    method : {"unit", "unit-meanfield", "unit-correlated", "quasi-diagonal", "diag", "full", "kfac", "ekfac"}
         See :mod:`fisherkit.natgrad` for what each inverts, its cost and its accuracy.
+        ``kfac`` / ``ekfac``: the layer blocks of ``fisher(..., shape="kfac" | "ekfac")``,
+        solved by the matrix object (docs/maths/kfac.rst#kfac-damping).
     damping : float >= 0
         Tikhonov damping added to the diagonal of every block (for ``quasi-diagonal`` and
         ``diag``: to M_ii and M_00 / F_ii). The sample-space ``unit`` solver needs > 0.
+    damping_mode : {"exact", "factored"}
+        Method ``kfac`` only: ``exact`` adds the damping to each Kronecker block exactly
+        (through the factors' eigendecompositions); ``factored`` is Martens & Grosse's factored
+        Tikhonov damping with their pi correction.
     estimator : {"exact", "score", "empirical", "bpm"}
-        Per-sample metric weights; ``empirical`` needs ``y``. ``exact`` costs C backward rows
+        Per-sample metric weights (``kfac``/``ekfac``: not ``bpm``); ``empirical`` needs ``y``. ``exact`` costs C backward rows
         per input (C outputs), ``score`` one per draw, ``bpm`` one GEMM per layer with squared
         weights (an approximation: it drops cross-unit terms of the backprop).
     samples, seed : label draws per input and their seed for ``estimator="score"``.
@@ -211,11 +219,20 @@ def natural_gradient(
     method = check_method(method)
     lam = check_damping(damping)
     check_estimator(estimator)
+    if damping_mode not in DAMPING_MODES:
+        raise ValueError(f"argument 'damping_mode' must be one of {', '.join(DAMPING_MODES)}, got {damping_mode!r}")
+    if damping_mode != "exact" and method != "kfac":
+        raise ValueError(f"argument 'damping_mode': {damping_mode!r} damping applies to method 'kfac' only")
     parts, flat, dtype = split_grads(model, grads)
     if curvature is None:
         curvature = _curvature(model, X, method=method, estimator=estimator, y=y, samples=samples, seed=seed)
     elif not isinstance(curvature, Curvature) or curvature.method != method:
         raise ValueError(f"argument 'curvature' must be a Curvature of method {method!r}")
+    if method in KRONECKER_METHODS:
+        g = np.concatenate([np.concatenate([w.ravel(), b]) for w, b in parts])
+        M = curvature.matrix
+        kw = {"damping_mode": damping_mode} if method == "kfac" else {}
+        return join([(w, b) for w, b in model.unflatten(np.asarray(M.solve(g, lam, **kw), np.float64))], flat, dtype)
     if method == "full":
         g = np.concatenate([np.concatenate([w.ravel(), b]) for w, b in parts])
         try:

@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 
 from .. import heads as _heads
-from .._engine import estimate
+from .._engine import check_kronecker_estimator, estimate, kronecker
 from .._loader import _core
 from .._validate import as_samples
 from ..model import MLP, check_model
 
-METHODS = ("unit", "unit-meanfield", "unit-correlated", "quasi-diagonal", "diag", "full")
+METHODS = ("unit", "unit-meanfield", "unit-correlated", "quasi-diagonal", "diag", "full", "kfac", "ekfac")
+KRONECKER_METHODS = ("kfac", "ekfac")
 ESTIMATORS = ("exact", "score", "empirical", "bpm")
 
 
@@ -40,13 +41,16 @@ class Curvature:
     ``xt``/``g2`` (unit, sample space), ``m``/``v``/``beta`` (unit-meanfield),
     ``mu``/``sigma``/``beta`` (unit-correlated; plus ``ev``/``Q``, the eigendecomposition of
     ``sigma`` the solve uses, computed once here), ``m00``/``m0i``/``mii`` (quasi-diagonal,
-    diag); ``dense`` holds the P x P matrix of method ``full``. ``n_samples`` is the batch size.
+    diag); ``dense`` holds the P x P matrix of method ``full``, ``matrix`` the KFAC or EKFAC
+    of methods ``kfac`` and ``ekfac`` (:mod:`fisherkit.kronecker`; their layers' dicts are
+    empty). ``n_samples`` is the batch size.
     """
 
     method: str
     layers: list[dict[str, Any]] = field(default_factory=list)
     dense: Any = None
     n_samples: int = 0
+    matrix: Any = None
 
     def blend(self, new: "Curvature", ema: float) -> "Curvature":
         """Exponential moving average ``(1 - ema) * self + ema * new`` of every statistic
@@ -58,6 +62,8 @@ class Curvature:
         ema = float(ema)
         if not 0 < ema <= 1:
             raise ValueError(f"argument 'ema' must be in (0, 1], got {ema}")
+        if self.matrix is not None:  # KFAC / EKFAC: the matrix object averages itself
+            return Curvature(self.method, new.layers, None, new.n_samples, self.matrix.blend(new.matrix, ema))
         layers = []
         for old, cur in zip(self.layers, new.layers):
             if "xt" in cur or set(old) != set(cur):
@@ -174,6 +180,10 @@ def curvature(
     check_method(method)
     Xc, yc, samples = _inputs(model, X, y, estimator, samples)
     N = int(Xc.shape[0])
+    if method in KRONECKER_METHODS:
+        check_kronecker_estimator(estimator, method, "method")
+        M = kronecker(model, Xc, yc, estimator, method, samples, _heads.resolve_seed(seed), 0, 0)
+        return Curvature(method, [{} for _ in range(model.n_layers)], None, N, M)
     if method == "full":
         if estimator == "bpm":
             raise ValueError("argument 'estimator': method 'full' takes 'exact', 'score' or 'empirical', not 'bpm'")
@@ -189,7 +199,7 @@ def curvature_and_gradient(model: MLP, X: Any, y: Any, *, method: str, estimator
     """:func:`curvature` and the mean loss with its gradient at the labels y, from the same
     compiled pass (one forward pass; the gradient is one more backward row)."""
     check_method(method)
-    if method == "full":
+    if method == "full" or method in KRONECKER_METHODS:
         loss, g = model.gradient(X, y)
         return curvature(model, X, method=method, estimator=estimator, y=y, samples=samples, seed=seed), loss, g
     model = check_model(model, host_only=True, what="natural gradients")
