@@ -83,8 +83,8 @@ void bind(py::module_& m) {
       "kfac_error_sums",
       [](py::sequence Ws, py::sequence bs, const std::vector<std::string>& acts, const std::string& head,
          double sigma, py::handle X, py::object y, const std::string& estimator, std::int64_t samples,
-         std::uint64_t seed, std::int64_t chunk, std::int64_t index_offset, py::handle factors, py::handle out,
-         py::object progress) {
+         std::uint64_t seed, std::int64_t chunk, std::int64_t index_offset, py::handle factors,
+         std::int64_t keep_bytes, py::handle out, py::object progress) {
         auto oi = array_info(out, "out");
         auto fi = array_info(factors, "factors");
         const FisherOptions opt = kfac_options(estimator, samples, seed, chunk, index_offset);
@@ -95,12 +95,13 @@ void bind(py::module_& m) {
           auto fa = as_vector<const T>(fi, "factors");
           Supervised call(pr);
           py::gil_scoped_release nogil;
-          kfac_error_sums(mlp, hd, x, yy, opt, fa, o, st);
+          kfac_error_sums(mlp, hd, x, yy, opt, fa, keep_bytes, o, st);
         });
       },
       py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"), py::arg("sigma"),
       py::arg("X"), py::arg("y"), py::arg("estimator"), py::arg("samples"), py::arg("seed"), py::arg("chunk"),
-      py::arg("index_offset"), py::arg("factors"), py::arg("out"), py::arg("progress") = py::none(),
+      py::arg("index_offset"), py::arg("factors"), py::arg("keep_bytes"), py::arg("out"),
+      py::arg("progress") = py::none(),
       "Per layer ||F_l||_F^2 and <F_l, G_l (x) A_l> (out: 2 L float64 values) for the given factors.");
 
   m.def(

@@ -41,8 +41,8 @@ import numpy as np
 
 from . import heads as _heads
 from ._backend import is_dask, register_dask
-from ._engine import ESTIMATORS, SHAPES
-from ._validate import as_samples, check_fits
+from ._engine import ESTIMATORS, KRONECKER_SHAPES, SHAPES, check_kronecker_estimator, kronecker
+from ._validate import as_chunk, as_samples, check_fits
 from .fisher import check_layers
 from .fisher import fisher as _fisher
 from .fisher import fisher_vector_product as _fvp
@@ -319,7 +319,9 @@ def _fisher_block(shared: MLP, X: Any, y: Any, start: int, opts: dict[str, Any],
                     seed=opts["seed"], chunk=opts["chunk"], max_bytes=opts["max_bytes"],
                     index_offset=opts["index_offset"] + start, layers=opts["layers"])
         vsum = None
-        if which is not None:
+        if which is not None and opts["shape"] == "kfac":
+            vsum = _sum64(model, _cf.kronecker_variance_sum(model, rows(model, X), None, opts["chunk"]))
+        elif which is not None:
             vsum = _sum64(model, _cf.per_input_sum(model, rows(model, X), which, opts["shape"], opts["chunk"],
                                                    opts["max_bytes"]))
     return _Part(start, start + X.shape[0], (F, vsum))
@@ -330,8 +332,34 @@ def _fisher_finish(part: _Part, shared: MLP, opts: dict[str, Any], with_stderr: 
     if not with_stderr:
         return F
     n, estimator = part.stop - part.start, opts["estimator"]
+    if opts["shape"] in KRONECKER_SHAPES:
+        return F, _cf.kronecker_root(shared, n, F, estimator, opts["samples"], part.values[1])
     V = _cf.from_sums(shared, n, opts["shape"], opts["samples"], f"var({estimator})", ysum=part.values[1])
     return F, _cf.root(V, estimator)
+
+
+def _ekfac_block(shared: MLP, bases: Any, X: Any, y: Any, start: int, opts: dict[str, Any], with_var: bool) -> _Part:
+    """One row block of the EKFAC scales in the eigenbases of the merged KFAC (the same bases
+    in every block, so the blocks merge exactly)."""
+    model = shared
+    with _global_rows(start):
+        Xc, yc = model._inputs(X, y)
+        E = kronecker(model, Xc, yc, opts["estimator"], "ekfac", opts["samples"], opts["seed"], as_chunk(opts["chunk"]),
+                      opts["index_offset"] + start, opts["max_bytes"], None, bases)
+        vsum = _sum64(model, _cf.kronecker_variance_sum(model, Xc, bases, opts["chunk"])) if with_var else None
+    return _Part(start, start + X.shape[0], (E, vsum))
+
+
+def _ekfac_finish(part: _Part, shared: MLP, kfac: Any, opts: dict[str, Any], with_stderr: bool) -> Any:
+    E = part.values[0].with_kfac(kfac)  # a new object: a task's input stays as it was
+    if not with_stderr:
+        return E
+    n = part.stop - part.start
+    return E, _cf.kronecker_root(shared, n, E, opts["estimator"], opts["samples"], part.values[1])
+
+
+def _eigenbases(K: Any) -> Any:
+    return K.eigenbases()
 
 
 def fisher(
@@ -371,11 +399,14 @@ def fisher(
     if with_stderr and estimator == "empirical":
         raise ValueError("with_stderr=True is not available for the empirical Fisher: its variance "
                          "needs the data distribution")
+    if shape in KRONECKER_SHAPES:
+        check_kronecker_estimator(estimator, shape)
     if estimator != "empirical":
         y = None
     split_every = _check_split_every(split_every)
     layers = check_layers(model, shape, layers, with_stderr)
-    size = model.layout.size(shape)
+    size = (model.layout.size(shape) if shape not in KRONECKER_SHAPES
+            else model.layout.size("kfac") + (model.n_params if shape == "ekfac" else 0))
     suggestion = ("use shape='unit' or shape='diag', which fit in memory"
                   if shape in ("full", "layer") else "use shape='diag' or a smaller model")
     check_fits(size * model.dtype.itemsize, f"the {shape!r} Fisher of {model.n_params} parameters", suggestion,
@@ -386,6 +417,16 @@ def fisher(
     which = WHICH.get(estimator) if with_stderr else None
     token = _token()
     shared = _shared(model, blocks, "fisher", token, compute)
+    if shape == "ekfac":  # the merged KFAC's eigenbases first, then the scales in them per block
+        kopts = {**opts, "shape": "kfac"}
+        args = [(shared, xb, yb, s, kopts, None) for xb, yb, s in zip(blocks.X, blocks.y, blocks.starts)]
+        K = _reduce("fisher-kfac", token, _fisher_block, args, _fisher_finish, (shared, kopts, False), split_every,
+                    False)
+        bases = _require_dask().delayed(_eigenbases, pure=True)(K, dask_key_name=f"fisherkit-eigenbases-{token}")
+        args = [(shared, bases, xb, yb, s, opts, which is not None)
+                for xb, yb, s in zip(blocks.X, blocks.y, blocks.starts)]
+        return _reduce("fisher-ekfac", token, _ekfac_block, args, _ekfac_finish, (shared, K, opts, with_stderr),
+                       split_every, compute)
     args = [(shared, xb, yb, s, opts, which) for xb, yb, s in zip(blocks.X, blocks.y, blocks.starts)]
     return _reduce("fisher", token, _fisher_block, args, _fisher_finish, (shared, opts, with_stderr),
                    split_every, compute)

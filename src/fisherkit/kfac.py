@@ -56,8 +56,12 @@ def kfac_error(model: MLP, X: Any, y: Any = None, *, estimator: str = "exact", s
         The Fisher both sides estimate; ``score`` uses the same `samples` draws per input
         (keyed by `seed` and `index_offset`) for the layer block and for the factors, so the
         distance is the approximation's alone.
-    chunk, max_bytes, progress
+    chunk, progress
         As for :func:`fisherkit.fisher`.
+    max_bytes : int, optional
+        Memory budget: the factors must fit in it, and the per-input summaries of the input
+        pairs are kept for as many inputs as fit in half of it (default: 256 MiB of them);
+        beyond that the inputs are taken in blocks and later blocks' rows recomputed.
 
     Returns
     -------
@@ -86,7 +90,8 @@ def kfac_error(model: MLP, X: Any, y: Any = None, *, estimator: str = "exact", s
         K = E.kfac
         sums = model.xp.empty(2 * model.n_layers, dtype=np.float64)
         _core.kfac_error_sums(*model._core_args(), model.head, model.sigma, Xc, yc, estimator, samples, seed_, ch,
-                              index_offset, K.flat(), sums, cb)
+                              index_offset, K.flat(), 0 if max_bytes is None else max(int(max_bytes) // 2, 1), sums,
+                              cb)
     sums = np.asarray(sums.get() if hasattr(sums, "get") else sums)
     sq, cross = sums[0::2], sums[1::2]
     kf = np.array([float((A.astype(np.float64) ** 2).sum()) * float((G.astype(np.float64) ** 2).sum())

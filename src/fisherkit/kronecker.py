@@ -314,6 +314,11 @@ class EKFAC(_Kronecker):
     def blocks(self) -> list[Any]:
         return self.scales
 
+    def with_kfac(self, kfac: KFAC | None) -> "EKFAC":
+        """This EKFAC (the same arrays and provenance) carrying `kfac` as its KFAC."""
+        return EKFAC(self.bases, self.scales, self.sizes, self.n_samples, self.estimator, bias=self.layout.bias,
+                     provenance=self.provenance, kfac=kfac)
+
     def _kw(self) -> dict[str, Any]:
         return {**super()._kw(), "kfac": None}
 

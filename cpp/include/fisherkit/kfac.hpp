@@ -54,13 +54,14 @@ void ekfac_diagonal(const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, 
 /// The double sum runs over pairs of chunks by GEMMs: tr(Gamma_n Gamma_m) from the Gram of
 /// the backward rows (n M x m M, squared, summed in M x M blocks) or, when cheaper
 /// (n_out + 1 <= 2 M^2), from the Gram of the packed Gamma_n. The inputs' per-layer
-/// summaries are kept for as many inputs as fit 8 workspace budgets; beyond that the later
-/// inputs' rows are recomputed once per block. Cost: O(N^2 (min(M^2 n_out, n_out^2 / 2) + k_l))
-/// per layer, plus the passes of kfac_factors once per block. out: 2 L float64 values.
+/// summaries are kept for as many inputs as fit `keep_bytes` (0: 8 workspace budgets, 256 MiB
+/// on the host); beyond that the inputs are taken in blocks and the later inputs' rows are
+/// recomputed once per block. Cost: O(N^2 (min(M^2 n_out, n_out^2 / 2) + k_l)) per layer, plus
+/// the passes of kfac_factors once per block. out: 2 L float64 values.
 template <class T>
 void kfac_error_sums(const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, MatrixView<const T> y,
-                     const FisherOptions& opt, VectorView<const T> factors, VectorView<double> out,
-                     Stream stream = nullptr);
+                     const FisherOptions& opt, VectorView<const T> factors, std::int64_t keep_bytes,
+                     VectorView<double> out, Stream stream = nullptr);
 
 /// The SUM over the N inputs of the single-draw variance of the score estimator's sampled
 /// KFAC parts (docs/maths/kfac.rst#kfac-variance), inputs fixed:

@@ -249,7 +249,8 @@ struct LayerSummary {
 
 template <class X, class T>
 void kfac_error_sums_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> Xm, MatrixView<const T> y,
-                          const FisherOptions& opt, VectorView<const T> factors, VectorView<double> out) {
+                          const FisherOptions& opt, VectorView<const T> factors, i64 keep_bytes,
+                          VectorView<double> out) {
   check_kfac_call<X>(mlp, head, Xm, y, opt);
   const Layout& lay = mlp.layout();
   const i64 N = Xm.rows, L = mlp.n_layers();
@@ -277,8 +278,12 @@ void kfac_error_sums_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<
     chunk = std::max<i64>(16, std::min<i64>(chunk, static_cast<i64>(quad)));
     chunk = std::min(chunk, N);
   }
-  // inputs whose summaries are kept: the whole data when it fits 8 budgets, else blocks
-  const i64 keep = std::max(chunk, std::min<i64>(N, 8 * X::chunk_budget / std::max<i64>(sz * summary, 1)));
+  // inputs whose summaries are kept (a whole number of chunks): the whole data when it fits
+  // keep_bytes (default 8 workspace budgets), else blocks
+  FISHERKIT_CHECK(keep_bytes >= 0, "argument 'keep_bytes' must be >= 0, got ", keep_bytes);
+  const i64 kb = keep_bytes > 0 ? keep_bytes : 8 * X::chunk_budget;
+  i64 keep = std::min<i64>(N, kb / std::max<i64>(sz * summary, 1));
+  keep = std::max(chunk, keep / chunk * chunk);
   check_values(x, mlp, Xm, opt.estimator == Estimator::empirical ? &head : nullptr, y);
 
   std::vector<LayerSummary<X, T>> kept;

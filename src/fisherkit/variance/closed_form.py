@@ -34,7 +34,8 @@ from ._common import (WHICH, check_estimator, check_samples, check_shape, chunks
 
 VARIANCE_SHAPES = ("full", "layer", "unit", "diag", "trace")
 
-__all__ = ["variance", "covariance", "standard_error", "kronecker_standard_error", "VARIANCE_SHAPES"]
+__all__ = ["variance", "covariance", "standard_error", "kronecker_standard_error", "kronecker_root",
+           "kronecker_variance_sum", "VARIANCE_SHAPES"]
 
 
 def _blocks_of(model: MLP, shape: str) -> list[tuple[int, int]]:
@@ -230,18 +231,25 @@ def kronecker_standard_error(model: MLP, Xc: Any, F: FisherMatrix, estimator: st
     docs/maths/kfac.rst#kfac-variance), for EKFAC the scales with F's eigenbases held fixed.
     The entry ((u, j), (v, k)) of G (x) A then has standard error A_jk se(G_uv). ``exact``
     gives zeros."""
-    n = int(Xc.shape[0])
+    bases = F.eigenbases() if F.shape_name == "ekfac" else None  # type: ignore[attr-defined]
+    vsum = None if estimator == "exact" else kronecker_variance_sum(model, Xc, bases, chunk)
+    return kronecker_root(model, int(Xc.shape[0]), F, estimator, samples, vsum)
+
+
+def kronecker_root(model: MLP, n: int, F: FisherMatrix, estimator: str, samples: int, vsum: Any) -> FisherMatrix:
+    """The standard errors of a KFAC or EKFAC estimate `F` over n inputs from the sum over them
+    of the single-draw variances `vsum` (kronecker_variance_sum; None: zeros). Sums over
+    disjoint rows add, so fisherkit.distributed forms them on its workers."""
     ekfac = F.shape_name == "ekfac"
-    bases = F.eigenbases() if ekfac else None  # type: ignore[attr-defined]
     xp = model.xp
-    if estimator == "exact":
+    if vsum is None:
         flat = xp.zeros(model.n_params if ekfac else model.layout.size("kfac"), dtype=model.dtype)
     else:
-        v = xp.asarray(kronecker_variance_sum(model, Xc, bases, chunk), dtype=np.float64)
+        v = xp.asarray(vsum, dtype=np.float64)
         flat = xp.sqrt(xp.maximum(v, 0.0) / (float(n) * n * samples)).astype(model.dtype)
     label = f"stderr({estimator})"
     if ekfac:
-        return ekfac_from_flat(bases, flat, model.layout, n, label)
+        return ekfac_from_flat(F.eigenbases(), flat, model.layout, n, label)  # type: ignore[attr-defined]
     return kfac_from_flat(flat, model.layout, n, label)
 
 
