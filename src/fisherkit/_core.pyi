@@ -4,7 +4,7 @@ fisherkit's compiled core (private; use the fisherkit package)
 from __future__ import annotations
 import collections.abc
 import typing
-__all__: list[str] = ['blas_name', 'cublas_library', 'cuda_compiled', 'cuda_device_count', 'dpr2_inverse', 'dpr2_rows_solve', 'dpr2_solve', 'fisher', 'fisher_vector_product', 'forward', 'head_covariance', 'head_fourth_moment', 'head_layer_block', 'head_log_likelihood', 'head_mean', 'head_quadratic', 'head_sample', 'head_spectral_constants', 'head_third_cumulant', 'head_unit_scalars', 'jvp', 'layout', 'log_likelihood', 'nll_gradient', 'num_threads', 'openmp_enabled', 'output_gram', 'output_hessians', 'output_jacobian', 'per_sample_grads', 'quasi_diagonal_solve', 'rank1_solve', 'rankb_solve', 'set_num_threads', 'unit_block_solve', 'unit_sample_space_solve', 'unit_statistics', 'variance_sum', 'version']
+__all__: list[str] = ['blas_name', 'cublas_library', 'cuda_compiled', 'cuda_device_count', 'dpr2_inverse', 'dpr2_rows_solve', 'dpr2_solve', 'ekfac_diagonal', 'fisher', 'fisher_vector_product', 'forward', 'head_covariance', 'head_fourth_moment', 'head_layer_block', 'head_log_likelihood', 'head_mean', 'head_quadratic', 'head_sample', 'head_spectral_constants', 'head_third_cumulant', 'head_unit_scalars', 'jvp', 'kfac_error_sums', 'kfac_factors', 'kfac_variance_sum', 'layout', 'log_likelihood', 'nll_gradient', 'num_threads', 'openmp_enabled', 'output_gram', 'output_hessians', 'output_jacobian', 'per_sample_grads', 'quasi_diagonal_solve', 'rank1_solve', 'rankb_solve', 'set_num_threads', 'unit_block_solve', 'unit_sample_space_solve', 'unit_statistics', 'variance_sum', 'version']
 def blas_name() -> str:
     ...
 def cublas_library() -> str:
@@ -21,6 +21,10 @@ def dpr2_rows_solve(a: typing.Any, W: typing.Any, S: typing.Any, q: typing.Any, 
     """
 def dpr2_solve(d: typing.Any, U: typing.Any, S: typing.Any, rhs: typing.Any, k: typing.SupportsInt | typing.SupportsIndex, damping: typing.SupportsFloat | typing.SupportsIndex, out: typing.Any, status: typing.Any = None) -> None:
     ...
+def ekfac_diagonal(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, y: typing.Any, estimator: str, samples: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, chunk: typing.SupportsInt | typing.SupportsIndex, index_offset: typing.SupportsInt | typing.SupportsIndex, bases: typing.Any, out: typing.Any, progress: typing.Any = None) -> None:
+    """
+    The EKFAC diagonal (P values, per layer n_out x k row-major) in the eigenbases `bases` ('kfac' layout).
+    """
 def fisher(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, y: typing.Any, estimator: str, shape: str, samples: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, chunk: typing.SupportsInt | typing.SupportsIndex, index_offset: typing.SupportsInt | typing.SupportsIndex, out: typing.Any, progress: typing.Any = None, layers: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = []) -> None:
     ...
 def fisher_vector_product(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, V: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0, progress: typing.Any = None) -> None:
@@ -61,6 +65,18 @@ def head_unit_scalars(head: str, sigma: typing.SupportsFloat | typing.SupportsIn
     """
 def jvp(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], X: typing.Any, v: typing.Any, out1: typing.Any, out2: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     ...
+def kfac_error_sums(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, y: typing.Any, estimator: str, samples: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, chunk: typing.SupportsInt | typing.SupportsIndex, index_offset: typing.SupportsInt | typing.SupportsIndex, factors: typing.Any, keep_bytes: typing.SupportsInt | typing.SupportsIndex, out: typing.Any, progress: typing.Any = None) -> None:
+    """
+    Per layer ||F_l||_F^2 and <F_l, G_l (x) A_l> (out: 2 L float64 values) for the given factors.
+    """
+def kfac_factors(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, y: typing.Any, estimator: str, samples: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, chunk: typing.SupportsInt | typing.SupportsIndex, index_offset: typing.SupportsInt | typing.SupportsIndex, out: typing.Any, progress: typing.Any = None) -> None:
+    """
+    The Kronecker factors A_l, G_l of every layer into `out` (the 'kfac' layout).
+    """
+def kfac_variance_sum(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, bases: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0, progress: typing.Any = None) -> None:
+    """
+    Sum over inputs of the single-draw variance of the score estimator's G_l entries ('kfac' layout), or with `bases` of its EKFAC diagonal (P values).
+    """
 def layout(n_out: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], n_in: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], bias: collections.abc.Sequence[bool]) -> dict:
     """
     The flat parameter layout (layout.hpp): n_params, per layer param_offset and unit_width (n_in + bias), and per shape the result size and each layer's offset.

@@ -286,3 +286,112 @@ TEST_CASE("monitor: progress reaches the total between chunks, and a monitor can
   // outside the scope no monitor is installed: the call runs to the end
   fk::fisher(m, head, X, {}, opt, fk::vector_view(out.data(), std::int64_t(out.size())));
 }
+
+TEST_CASE_TEMPLATE("kfac: factors, EKFAC diagonal and the distance sums, with and without biases", T, float,
+                   double) {
+  // checked against other results of the engine through identities that hold exactly:
+  //   A_1 = mean [x; 1][x; 1]^T, G_L = mean Cov(t | h) (exact), with a bias G_l = the
+  //   layer block's bias-bias block; the EKFAC diagonal in identity bases = the diagonal of
+  //   the layer block in unit-major order; ||F_l||^2 and <F_l, G (x) A> from the layer block
+  for (const std::vector<bool>& bias : {std::vector<bool>{true, true, true}, std::vector<bool>{false, true, false}}) {
+    Net<T> net(bias);
+    const auto mlp = net.host_mlp(bias);
+    const auto& lay = mlp.layout();
+    const fk::Head head{fk::HeadKind::categorical, 1.0};
+    const auto X = fk::matrix_view<const T>(net.X.data(), net.N, 4);
+    for (auto est : {fk::Estimator::exact, fk::Estimator::score}) {
+      CAPTURE(static_cast<int>(est));
+      fk::FisherOptions opt;
+      opt.estimator = est;
+      opt.samples = 2;
+      opt.seed = 9;
+      opt.chunk = 4;
+      const std::int64_t S = lay.size(fk::Shape::kfac), P = lay.n_params();
+      std::vector<T> K(static_cast<size_t>(S)), Lb(static_cast<size_t>(lay.size(fk::Shape::layer)));
+      fk::kfac_factors(mlp, head, X, {}, opt, fk::vector_view(K.data(), S));
+      opt.shape = fk::Shape::layer;
+      fk::fisher(mlp, head, X, {}, opt, fk::vector_view(Lb.data(), std::int64_t(Lb.size())));
+      // A_1 by hand
+      const std::int64_t k1 = lay.unit_width(1);
+      std::vector<T> A1(static_cast<size_t>(k1 * k1), T(0)), A1k(K.begin(), K.begin() + k1 * k1);
+      for (std::int64_t n = 0; n < net.N; ++n)
+        for (std::int64_t i = 0; i < k1; ++i)
+          for (std::int64_t j = 0; j < k1; ++j) {
+            const T xi = i < 4 ? net.X[static_cast<size_t>(n * 4 + i)] : T(1);
+            const T xj = j < 4 ? net.X[static_cast<size_t>(n * 4 + j)] : T(1);
+            A1[static_cast<size_t>(i * k1 + j)] += xi * xj / T(net.N);
+          }
+      check_close(A1k, A1);
+      std::vector<T> sq(1), bases(static_cast<size_t>(S), T(0)), s(static_cast<size_t>(P));
+      for (std::int64_t l = 1; l <= lay.n_layers(); ++l) {
+        const auto& d = lay.dims(l);
+        const std::int64_t k = lay.unit_width(l), D = lay.layer_params(l), o = lay.offset(fk::Shape::kfac, l);
+        for (std::int64_t i = 0; i < k; ++i) bases[static_cast<size_t>(o + i * k + i)] = T(1);
+        for (std::int64_t u = 0; u < d.n_out; ++u) bases[static_cast<size_t>(o + k * k + u * d.n_out + u)] = T(1);
+        if (!d.bias) continue;
+        std::vector<T> G(K.begin() + o + k * k, K.begin() + o + k * k + d.n_out * d.n_out), Gw;
+        const T* F = Lb.data() + lay.offset(fk::Shape::layer, l);
+        for (std::int64_t u = 0; u < d.n_out; ++u)
+          for (std::int64_t v = 0; v < d.n_out; ++v)
+            Gw.push_back(F[(d.n_out * d.n_in + u) * D + d.n_out * d.n_in + v]);
+        check_close(G, Gw);
+      }
+      // EKFAC in identity bases: the diagonal of each layer block, unit-major
+      opt.shape = fk::Shape::kfac;
+      fk::ekfac_diagonal(mlp, head, X, {}, opt, fk::vector_view<const T>(bases.data(), S),
+                         fk::vector_view(s.data(), P));
+      std::vector<T> dw;
+      for (std::int64_t l = 1; l <= lay.n_layers(); ++l) {
+        const auto& d = lay.dims(l);
+        const std::int64_t k = lay.unit_width(l), D = lay.layer_params(l);
+        const T* F = Lb.data() + lay.offset(fk::Shape::layer, l);
+        for (std::int64_t u = 0; u < d.n_out; ++u)
+          for (std::int64_t j = 0; j < k; ++j) {
+            const std::int64_t i = fk::Layout::local_index(u, j, d.n_out, d.n_in);
+            dw.push_back(F[i * D + i]);
+          }
+      }
+      check_close(s, dw);
+      // the distance sums against the layer blocks
+      const std::int64_t L = lay.n_layers();
+      std::vector<double> sums(static_cast<size_t>(2 * L)), again(static_cast<size_t>(2 * L));
+      fk::kfac_error_sums(mlp, head, X, {}, opt, fk::vector_view<const T>(K.data(), S), 0,
+                          fk::vector_view(sums.data(), 2 * L));
+      opt.chunk = 3;  // 3-input chunks and room for the summaries of a few inputs: several sweeps
+      fk::kfac_error_sums(mlp, head, X, {}, opt, fk::vector_view<const T>(K.data(), S), 6 * 200,
+                          fk::vector_view(again.data(), 2 * L));
+      for (std::int64_t l = 1; l <= L; ++l) {
+        const auto& d = lay.dims(l);
+        const std::int64_t k = lay.unit_width(l), D = lay.layer_params(l), o = lay.offset(fk::Shape::kfac, l);
+        const T* F = Lb.data() + lay.offset(fk::Shape::layer, l);
+        double ff = 0.0, fk_ = 0.0;
+        for (std::int64_t u = 0; u < d.n_out; ++u)
+          for (std::int64_t j = 0; j < k; ++j)
+            for (std::int64_t v = 0; v < d.n_out; ++v)
+              for (std::int64_t c = 0; c < k; ++c) {
+                const double f = double(F[fk::Layout::local_index(u, j, d.n_out, d.n_in) * D +
+                                          fk::Layout::local_index(v, c, d.n_out, d.n_in)]);
+                ff += f * f;
+                fk_ += f * double(K[static_cast<size_t>(o + k * k + u * d.n_out + v)]) *
+                       double(K[static_cast<size_t>(o + j * k + c)]);
+              }
+        const double t = sizeof(T) == 4 ? 1e-4 : 1e-11;
+        CHECK(std::fabs(sums[static_cast<size_t>(2 * (l - 1))] - ff) <= t * ff);
+        CHECK(std::fabs(sums[static_cast<size_t>(2 * (l - 1) + 1)] - fk_) <= t * ff);
+        CHECK(std::fabs(again[static_cast<size_t>(2 * (l - 1))] - ff) <= t * ff);
+        CHECK(std::fabs(again[static_cast<size_t>(2 * (l - 1) + 1)] - fk_) <= t * ff);
+      }
+    }
+  }
+  // the Hessian estimator has no Kronecker form
+  Net<double> net;
+  const auto mlp = net.host_mlp();
+  fk::FisherOptions opt;
+  opt.estimator = fk::Estimator::hessian;
+  std::vector<double> K(static_cast<size_t>(mlp.layout().size(fk::Shape::kfac)));
+  CHECK(fisherkit_test::contains(fisherkit_test::error_of([&] {
+    fk::kfac_factors(mlp, fk::Head{fk::HeadKind::categorical, 1.0},
+                     fk::matrix_view<const double>(net.X.data(), net.N, 4), {}, opt,
+                     fk::vector_view(K.data(), std::int64_t(K.size())));
+  }), "not 'hessian'"));
+}

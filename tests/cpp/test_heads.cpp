@@ -12,6 +12,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "fisherkit/detail/moments.hpp"
 #include "fisherkit/fisherkit.hpp"
 #include "test_util.hpp"
 
@@ -597,4 +598,49 @@ TEST_CASE("activations: names round-trip and unknown names are rejected") {
   const std::string msg = error_of([] { fk::parse_activation("mish"); });
   CHECK(contains(msg, "'mish'"));
   CHECK(contains(msg, "silu"));  // the message lists what is accepted
+}
+
+TEST_CASE("moments: the coordinate sums of head_pair_gram_weights give U1 of head_unit_pair_scalars") {
+  // U1(a, b) = sum_c kappa_c a_c^2 b_c^2 + qq I(a, a) I(b, b) + sign (sum_c omega_c a_c b_c)^2,
+  // a, b centred for the categorical head: the Gram form of the KFAC factor's variance
+  for (HeadKind k : {HeadKind::gaussian, HeadKind::categorical, HeadKind::bernoulli, HeadKind::poisson}) {
+    CAPTURE(static_cast<int>(k));
+    const std::int64_t C = 4;
+    const double sigma = 0.7;
+    const auto h = h_row<double>(C, 0.3);
+    std::vector<double> cache(static_cast<size_t>(2 * C));
+    const auto row = fk::detail::make_head_row<double>(k, sigma, fk::detail::StridedVec<double>(h.data()), C,
+                                                       cache.data());
+    const auto cached = fk::detail::cached_head_row<double>(k, sigma, h.data(), C, cache.data());
+    const std::vector<double> a{0.4, -1.1, 0.3, 0.8}, b{-0.2, 0.5, 1.3, -0.7};
+    const double want = fk::detail::head_unit_pair_scalars(row, fk::detail::StridedVec<double>(a.data()),
+                                                           fk::detail::StridedVec<double>(b.data()),
+                                                           fk::detail::StridedVec<double>())
+                            .u1;
+    std::vector<double> ac = a, bc = b;
+    std::vector<double> kap(C), om(C);
+    for (std::int64_t c = 0; c < C; ++c) {
+      const auto w = fk::detail::head_pair_gram_weights(cached, c);
+      kap[static_cast<size_t>(c)] = w.kappa;
+      om[static_cast<size_t>(c)] = w.omega;
+    }
+    if (fk::detail::head_pair_centred(k)) {
+      double ma = 0.0, mb = 0.0;
+      for (std::int64_t c = 0; c < C; ++c) {
+        ma += om[static_cast<size_t>(c)] * a[static_cast<size_t>(c)];
+        mb += om[static_cast<size_t>(c)] * b[static_cast<size_t>(c)];
+      }
+      for (auto& v : ac) v -= ma;
+      for (auto& v : bc) v -= mb;
+    }
+    double s1 = 0.0, qa = 0.0, qb = 0.0, f = 0.0;
+    for (size_t c = 0; c < static_cast<size_t>(C); ++c) {
+      s1 += kap[c] * ac[c] * ac[c] * bc[c] * bc[c];
+      qa += om[c] * ac[c] * ac[c];
+      qb += om[c] * bc[c] * bc[c];
+      f += om[c] * ac[c] * bc[c];
+    }
+    const double got = s1 + fk::detail::head_pair_qq(k) * qa * qb + fk::detail::head_pair_sign(k) * f * f;
+    CHECK(got == doctest::Approx(want).epsilon(1e-13));
+  }
 }
