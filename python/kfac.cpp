@@ -83,26 +83,44 @@ void bind(py::module_& m) {
       "kfac_error_sums",
       [](py::sequence Ws, py::sequence bs, const std::vector<std::string>& acts, const std::string& head,
          double sigma, py::handle X, py::object y, const std::string& estimator, std::int64_t samples,
-         std::uint64_t seed, std::int64_t chunk, std::int64_t index_offset, py::handle factors,
-         std::int64_t keep_bytes, py::handle out, py::object progress) {
-        auto oi = array_info(out, "out");
-        auto fi = array_info(factors, "factors");
+         std::uint64_t seed, std::int64_t chunk, std::int64_t index_offset, py::object factors, py::object bases,
+         std::int64_t keep_bytes, py::handle sq, py::object cross, py::object diag, py::object progress) {
+        std::vector<ArrayInfo> keep;
+        auto info = [&](py::object o, const char* name) -> const ArrayInfo* {
+          if (o.is_none()) return nullptr;
+          keep.push_back(array_info(o, name));
+          return &keep.back();
+        };
+        keep.reserve(5);
+        const ArrayInfo* si = info(py::reinterpret_borrow<py::object>(sq), "sq");
+        const ArrayInfo* fi = info(factors, "factors");
+        const ArrayInfo* bi = info(bases, "bases");
+        const ArrayInfo* ci = info(cross, "cross");
+        const ArrayInfo* di = info(diag, "diag");
         const FisherOptions opt = kfac_options(estimator, samples, seed, chunk, index_offset);
         with_labelled(Ws, bs, acts, head, sigma, X, y, progress, [&](const auto& mlp, auto x, auto yy, const Head& hd,
                                                                      Stream st, py::object pr) {
           using T = elem_t<decltype(x)>;
-          auto o = as_vector<double>(oi, "out");
-          auto fa = as_vector<const T>(fi, "factors");
+          const Device dev = mlp.device();
+          VectorView<const T> fa{nullptr, 0, 1, dev}, ba{nullptr, 0, 1, dev};
+          VectorView<double> cr{nullptr, 0, 1, dev};
+          VectorView<T> dg{nullptr, 0, 1, dev};
+          if (fi) fa = as_vector<const T>(*fi, "factors");
+          if (bi) ba = as_vector<const T>(*bi, "bases");
+          if (ci) cr = as_vector<double>(*ci, "cross");
+          if (di) dg = as_vector<T>(*di, "diag");
+          auto s = as_vector<double>(*si, "sq");
           Supervised call(pr);
           py::gil_scoped_release nogil;
-          kfac_error_sums(mlp, hd, x, yy, opt, fa, keep_bytes, o, st);
+          kfac_error_sums(mlp, hd, x, yy, opt, fa, ba, keep_bytes, s, cr, dg, st);
         });
       },
       py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"), py::arg("sigma"),
       py::arg("X"), py::arg("y"), py::arg("estimator"), py::arg("samples"), py::arg("seed"), py::arg("chunk"),
-      py::arg("index_offset"), py::arg("factors"), py::arg("keep_bytes"), py::arg("out"),
-      py::arg("progress") = py::none(),
-      "Per layer ||F_l||_F^2 and <F_l, G_l (x) A_l> (out: 2 L float64 values) for the given factors.");
+      py::arg("index_offset"), py::arg("factors"), py::arg("bases"), py::arg("keep_bytes"), py::arg("sq"),
+      py::arg("cross"), py::arg("diag"), py::arg("progress") = py::none(),
+      "Per layer ||F_l||_F^2 into `sq` (L float64 values); with `factors` and `cross` also <F_l, G_l (x) A_l>; "
+      "with `bases` and `diag` also the EKFAC diagonal (P values), from the same pass.");
 
   m.def(
       "kfac_variance_sum",

@@ -21,7 +21,7 @@ from ._engine import check_kronecker_estimator, kronecker
 from ._loader import _core
 from ._progress import reporter
 from ._validate import as_chunk, as_index_offset, as_samples
-from .kronecker import EKFAC
+from .kronecker import EKFAC, KFAC, ekfac_from_flat
 from .model import MLP, check_model
 
 __all__ = ["kfac_error", "KFACError"]
@@ -30,19 +30,20 @@ __all__ = ["kfac_error", "KFACError"]
 @dataclass(frozen=True)
 class KFACError:
     """Per layer (arrays of n_layers values, float64): ``kfac`` and ``ekfac``, the relative
-    Frobenius distances of KFAC and EKFAC from the layer block; ``norm`` = ||F_l||_F, the
-    block's Frobenius norm (NaN distances where it is 0); ``estimate``, the EKFAC (with its
-    KFAC as ``estimate.kfac``) they were measured for."""
+    Frobenius distances of KFAC and EKFAC from the layer block (``ekfac`` None when not
+    computed); ``norm`` = ||F_l||_F, the block's Frobenius norm (NaN distances where it is 0);
+    ``estimate``, the EKFAC (with its KFAC as ``estimate.kfac``) or, without EKFAC, the KFAC
+    they were measured for."""
 
     kfac: np.ndarray
-    ekfac: np.ndarray
+    ekfac: np.ndarray | None
     norm: np.ndarray
-    estimate: EKFAC
+    estimate: KFAC | EKFAC
 
 
 def kfac_error(model: MLP, X: Any, y: Any = None, *, estimator: str = "exact", samples: int = 1,
                seed: int | None = None, chunk: int | None = None, index_offset: int = 0,
-               max_bytes: int | None = None, progress: Any = None) -> KFACError:
+               max_bytes: int | None = None, ekfac: bool = True, progress: Any = None) -> KFACError:
     """The distance of ``fisher(..., shape="kfac")`` and ``fisher(..., shape="ekfac")`` from the
     layer blocks of ``fisher(..., shape="layer")``, per layer, for the same estimator and draws.
 
@@ -56,6 +57,10 @@ def kfac_error(model: MLP, X: Any, y: Any = None, *, estimator: str = "exact", s
         The Fisher both sides estimate; ``score`` uses the same `samples` draws per input
         (keyed by `seed` and `index_offset`) for the layer block and for the factors, so the
         distance is the approximation's alone.
+    ekfac : bool
+        Also the EKFAC distance (default). Its scales come from the same pass as the pairs of
+        inputs, and give KFAC's cross term too; it costs the eigendecompositions of the
+        factors. ``ekfac=False``: KFAC's alone, its cross term from one more GEMM per layer.
     chunk, progress
         As for :func:`fisherkit.fisher`.
     max_bytes : int, optional
@@ -67,12 +72,13 @@ def kfac_error(model: MLP, X: Any, y: Any = None, *, estimator: str = "exact", s
     -------
     KFACError
         ``.kfac`` and ``.ekfac`` (per layer, EKFAC <= KFAC always), ``.norm`` and
-        ``.estimate`` (the EKFAC, whose ``.kfac`` is the KFAC).
+        ``.estimate``.
 
-    Cost: the KFAC and EKFAC passes plus, per layer, O(N^2 (min(M^2 n_l, n_l^2 / 2) + k_l))
+    Cost: the KFAC pass, then one pass with, per layer, O(N^2 (min(M^2 n_l, n_l^2 / 2) + k_l))
     for the pairs of inputs (M backward rows per input: C for ``exact``, ``samples`` for
-    ``score``, 1 for ``empirical``; k_l = n_{l-1} + 1). Memory: the factors and O(chunk^2 M^2)
-    workspace, never a layer block.
+    ``score``, 1 for ``empirical``; k_l = n_{l-1} + 1); with EKFAC the factors'
+    eigendecompositions. Memory: the factors and O(chunk^2 M^2) workspace, never a layer
+    block.
     """
     check_model(model)
     check_kronecker_estimator(estimator, "kfac")
@@ -85,22 +91,41 @@ def kfac_error(model: MLP, X: Any, y: Any = None, *, estimator: str = "exact", s
     Xc, yc = model._inputs(X, y)
     seed_ = _heads.resolve_seed(seed)
     ch = as_chunk(chunk)
+    xp, L = model.xp, model.n_layers
+    keep = 0 if max_bytes is None else max(int(max_bytes) // 2, 1)
     with reporter(progress, f"kfac_error ({estimator})") as cb:
-        E = kronecker(model, Xc, yc, estimator, "ekfac", samples, seed_, ch, index_offset, max_bytes, cb)
-        K = E.kfac
-        sums = model.xp.empty(2 * model.n_layers, dtype=np.float64)
-        _core.kfac_error_sums(*model._core_args(), model.head, model.sigma, Xc, yc, estimator, samples, seed_, ch,
-                              index_offset, K.flat(), 0 if max_bytes is None else max(int(max_bytes) // 2, 1), sums,
-                              cb)
-    sums = np.asarray(sums.get() if hasattr(sums, "get") else sums)
-    sq, cross = sums[0::2], sums[1::2]
-    kf = np.array([float((A.astype(np.float64) ** 2).sum()) * float((G.astype(np.float64) ** 2).sum())
-                   for A, G in K.factors])
-    ek = np.array([float((s.astype(np.float64) ** 2).sum()) for s in E.scales])
+        K = kronecker(model, Xc, yc, estimator, "kfac", samples, seed_, ch, index_offset, max_bytes, cb)
+        args = (*model._core_args(), model.head, model.sigma, Xc, yc, estimator, samples, seed_, ch, index_offset)
+        sq = xp.empty(L, dtype=np.float64)
+        E = None
+        if ekfac:
+            bases = K.eigenbases()
+            s = xp.empty(model.n_params, dtype=model.dtype)
+            _core.kfac_error_sums(*args, None, bases, keep, sq, None, s, cb)
+            E = ekfac_from_flat(bases, s, model.layout, int(Xc.shape[0]), estimator, K.provenance, K)
+        else:
+            cross = xp.empty(L, dtype=np.float64)
+            _core.kfac_error_sums(*args, K.flat(), None, keep, sq, cross, None, cb)
+    sq = _host(sq)
+    kf = np.array([_sq(A) * _sq(G) for A, G in K.factors])
+    if E is not None:  # <F, G (x) A> = sum_ij lambda_G,i lambda_A,j s_ij: F's diagonal in the eigenbasis
+        cross = np.array([float(_host(lg) @ _host(sc).astype(np.float64) @ _host(la))
+                          for (la, _, lg, _), sc in zip(K.eigen(), E.scales)])
+        ek = np.array([_sq(sc) for sc in E.scales])
+    cross = _host(cross)
     with np.errstate(invalid="ignore", divide="ignore"):
         rel_k = np.sqrt(np.maximum(sq - 2 * cross + kf, 0.0) / sq)
-        rel_e = np.sqrt(np.maximum(sq - ek, 0.0) / sq)
+        rel_e = np.sqrt(np.maximum(sq - ek, 0.0) / sq) if E is not None else None
     zero = ~(sq > 0)
     rel_k[zero] = np.nan
-    rel_e[zero] = np.nan
-    return KFACError(rel_k, rel_e, np.sqrt(np.maximum(sq, 0.0)), E)
+    if rel_e is not None:
+        rel_e[zero] = np.nan
+    return KFACError(rel_k, rel_e, np.sqrt(np.maximum(sq, 0.0)), E if E is not None else K)
+
+
+def _host(a: Any) -> np.ndarray:
+    return np.asarray(a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else a, dtype=np.float64)
+
+
+def _sq(M: Any) -> float:
+    return float((_host(M) ** 2).sum())

@@ -322,7 +322,7 @@ TEST_CASE_TEMPLATE("kfac: factors, EKFAC diagonal and the distance sums, with an
             A1[static_cast<size_t>(i * k1 + j)] += xi * xj / T(net.N);
           }
       check_close(A1k, A1);
-      std::vector<T> sq(1), bases(static_cast<size_t>(S), T(0)), s(static_cast<size_t>(P));
+      std::vector<T> bases(static_cast<size_t>(S), T(0)), s(static_cast<size_t>(P));
       for (std::int64_t l = 1; l <= lay.n_layers(); ++l) {
         const auto& d = lay.dims(l);
         const std::int64_t k = lay.unit_width(l), D = lay.layer_params(l), o = lay.offset(fk::Shape::kfac, l);
@@ -352,14 +352,23 @@ TEST_CASE_TEMPLATE("kfac: factors, EKFAC diagonal and the distance sums, with an
           }
       }
       check_close(s, dw);
-      // the distance sums against the layer blocks
+      // the distance sums against the layer blocks, and the EKFAC diagonal of the same pass
       const std::int64_t L = lay.n_layers();
-      std::vector<double> sums(static_cast<size_t>(2 * L)), again(static_cast<size_t>(2 * L));
-      fk::kfac_error_sums(mlp, head, X, {}, opt, fk::vector_view<const T>(K.data(), S), 0,
-                          fk::vector_view(sums.data(), 2 * L));
+      std::vector<double> sq(static_cast<size_t>(L)), cr(static_cast<size_t>(L)), sq2(sq), cr2(cr);
+      std::vector<T> s2(static_cast<size_t>(P));
+      const auto none = fk::VectorView<T>{nullptr, 0, 1, fk::Device::host};
+      const auto Kv = fk::vector_view<const T>(K.data(), S), Bv = fk::vector_view<const T>(bases.data(), S);
+      fk::kfac_error_sums(mlp, head, X, {}, opt, Kv, {}, 0, fk::vector_view(sq.data(), L), fk::vector_view(cr.data(), L),
+                          none);
       opt.chunk = 3;  // 3-input chunks and room for the summaries of a few inputs: several sweeps
-      fk::kfac_error_sums(mlp, head, X, {}, opt, fk::vector_view<const T>(K.data(), S), 6 * 200,
-                          fk::vector_view(again.data(), 2 * L));
+      fk::kfac_error_sums(mlp, head, X, {}, opt, Kv, Bv, 6 * 200, fk::vector_view(sq2.data(), L),
+                          fk::vector_view(cr2.data(), L), fk::vector_view(s2.data(), P));
+      check_close(s2, s);
+      std::vector<double> sums, again;
+      for (std::int64_t l = 0; l < L; ++l) {
+        sums.insert(sums.end(), {sq[static_cast<size_t>(l)], cr[static_cast<size_t>(l)]});
+        again.insert(again.end(), {sq2[static_cast<size_t>(l)], cr2[static_cast<size_t>(l)]});
+      }
       for (std::int64_t l = 1; l <= L; ++l) {
         const auto& d = lay.dims(l);
         const std::int64_t k = lay.unit_width(l), D = lay.layer_params(l), o = lay.offset(fk::Shape::kfac, l);

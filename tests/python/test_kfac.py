@@ -357,11 +357,19 @@ def test_kfac_error_against_dense(estimator, sizes, head):
         assert abs(err.kfac[l] - np.linalg.norm(Fl - Kd) / nf) < 1e-10
         assert abs(err.ekfac[l] - np.linalg.norm(Fl - E.layer(l)) / nf) < 1e-10
         np.testing.assert_allclose(K.layer(l), Kd, rtol=1e-11, atol=1e-15)
-    # the same sums for every chunk size and block of kept inputs (one and several sweeps)
+    # the same sums for every chunk size and block of kept inputs (one and several sweeps),
+    # and KFAC's distance from its own cross term (without EKFAC)
     for chunk, max_bytes in ((1, None), (4, None), (3, 6000), (5, 5000)):  # [3, 9, 2]: 2 and 3 sweeps
         again = fisherkit.kfac_error(model, X, y, chunk=chunk, max_bytes=max_bytes, **kw)
         np.testing.assert_allclose(again.kfac, err.kfac, rtol=1e-11, atol=1e-12)
         np.testing.assert_allclose(again.ekfac, err.ekfac, rtol=1e-11, atol=1e-12)
+        alone = fisherkit.kfac_error(model, X, y, chunk=chunk, max_bytes=max_bytes, ekfac=False, **kw)
+        np.testing.assert_allclose(alone.kfac, err.kfac, rtol=1e-10, atol=1e-12)
+        assert alone.ekfac is None and isinstance(alone.estimate, fisherkit.KFAC)
+    np.testing.assert_allclose(np.concatenate([s.ravel() for s in E.scales]),
+                               np.concatenate([s.ravel() for s in fisherkit.fisher(model, X, y, shape="ekfac",
+                                                                                   **kw).scales]), rtol=1e-12,
+                               atol=1e-15)
 
 
 def test_kfac_error_float32_and_zero_blocks():

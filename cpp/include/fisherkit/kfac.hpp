@@ -45,23 +45,28 @@ void ekfac_diagonal(const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, 
                     const FisherOptions& opt, VectorView<const T> bases, VectorView<T> out,
                     Stream stream = nullptr);
 
-/// For every layer, out[2 l] = ||F_l||_F^2 and out[2 l + 1] = <F_l, G_l (x) A_l>_F with F_l
-/// the estimator's layer block (fisher(..., shape="layer") with the same options) and the
-/// factors `factors` (Shape::kfac layout) given, without forming F_l
+/// For every layer, sq[l] = ||F_l||_F^2 with F_l the estimator's layer block
+/// (fisher(..., shape="layer") with the same options), without forming F_l
 /// (docs/maths/kfac.rst#kfac-error):
 ///   ||F_l||^2 = (1/N^2) sum_{n,m} tr(Gamma_n Gamma_m) (abar_n . abar_m)^2,
-///   <F_l, G (x) A> = (1/N) sum_n tr(Gamma_n G) abar_n^T A abar_n.
+/// and in the same pass over the inputs, when asked for:
+///   cross (L values, needs `factors`, Shape::kfac layout): <F_l, G_l (x) A_l>_F =
+///     (1/N) sum_n tr(Gamma_n G_l) abar_n^T A_l abar_n;
+///   diag (P values, needs `bases`): the EKFAC diagonal of ekfac_diagonal (with the
+///     eigenvalues of the factors, <F_l, G_l (x) A_l> = sum_ij lambda_G,i lambda_A,j s_ij, so
+///     `cross` is then not needed).
 /// The double sum runs over pairs of chunks by GEMMs: tr(Gamma_n Gamma_m) from the Gram of
 /// the backward rows (n M x m M, squared, summed in M x M blocks) or, when cheaper
-/// (n_out + 1 <= 2 M^2), from the Gram of the packed Gamma_n. The inputs' per-layer
-/// summaries are kept for as many inputs as fit `keep_bytes` (0: 8 workspace budgets, 256 MiB
-/// on the host); beyond that the inputs are taken in blocks and the later inputs' rows are
-/// recomputed once per block. Cost: O(N^2 (min(M^2 n_out, n_out^2 / 2) + k_l)) per layer, plus
-/// the passes of kfac_factors once per block. out: 2 L float64 values.
+/// (n_out + 1 <= 2 M^2), from the Gram (a SYRK within a chunk) of the packed Gamma_n. The
+/// inputs' per-layer summaries are kept for as many inputs as fit `keep_bytes` (0: 8
+/// workspace budgets, 256 MiB on the host); beyond that the inputs are taken in blocks and
+/// the later inputs' rows recomputed once per block. Cost: O(N^2 (min(M^2 n_out, n_out^2 / 2)
+/// + k_l)) per layer, plus the passes of kfac_factors once per block.
 template <class T>
 void kfac_error_sums(const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, MatrixView<const T> y,
-                     const FisherOptions& opt, VectorView<const T> factors, std::int64_t keep_bytes,
-                     VectorView<double> out, Stream stream = nullptr);
+                     const FisherOptions& opt, VectorView<const T> factors, VectorView<const T> bases,
+                     std::int64_t keep_bytes, VectorView<double> sq, VectorView<double> cross, VectorView<T> diag,
+                     Stream stream = nullptr);
 
 /// The SUM over the N inputs of the single-draw variance of the score estimator's sampled
 /// KFAC parts (docs/maths/kfac.rst#kfac-variance), inputs fixed:

@@ -128,6 +128,25 @@ void rotated_inputs(X& x, const T* A, i64 lda, i64 n, i64 ni, bool bias, const T
   square_values(x, rot.data(), n * k, power);
 }
 
+/// acc (n_out x k, float64) += q^T (abar Q_A)^2 for the chunk, q[s, i] = sum_m (d_{sm} Q_G)_i^2:
+/// one layer's EKFAC diagonal sums, from its augmented inputs B (n x k), its backward rows
+/// Dl (n*M x no) and its bases (Q_A then Q_G at qb).
+template <class X, class T>
+void ekfac_accumulate(X& x, double* acc, const T* B, const T* Dl, const T* qb, i64 n, i64 M, i64 no, i64 k,
+                      Buf<X, T>& rot, Buf<X, T>& Dr, Buf<X, T>& q, Buf<X, T>& tmp) {
+  rot.resize(n * k);
+  x.gemm(false, false, n, k, k, T(1), B, k, qb, k, T(0), rot.data(), k);
+  square_values(x, rot.data(), n * k, 2);
+  Dr.resize(n * M * no);
+  x.gemm(false, false, n * M, no, no, T(1), Dl, no, qb + k * k, no, T(0), Dr.data(), no);
+  q.resize(n * no);
+  unit_weights(x, q.data(), static_cast<const T*>(Dr.data()), static_cast<const T*>(nullptr), n, M, no);
+  accumulate<X, T>(x, acc, no, k, k, tmp, [&](auto* dst, i64 ld, T beta) {
+    x.gemm(true, false, no, k, n, T(1), static_cast<const T*>(q.data()), no, static_cast<const T*>(rot.data()), k,
+           beta, dst, ld);
+  });
+}
+
 template <class X, class T>
 void check_bases(const Mlp<T>& mlp, VectorView<const T> bases) {
   check_size<X>(bases, mlp.layout().size(Shape::kfac), "bases", "the eigenbases Q_A, Q_G of every layer");
@@ -153,18 +172,9 @@ void ekfac_diagonal_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<c
   Buf<X, T> B(x), rot(x), Dr(x), q(x), tmp(x);
   for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
     estimator_rows(x, mlp, head, opt, Xm, y, s0, n, r, [&](i64 l, const T* Dl) {
-      const i64 no = w[l], k = lay.unit_width(l);
-      const T* QA = bases.data + lay.offset(Shape::kfac, l);
-      const T* QG = QA + k * k;
-      rotated_inputs(x, r.f.act(l - 1), r.f.act_ld(mlp, l - 1), n, w[l - 1], mlp.has_bias(l), QA, 2, B, rot);
-      Dr.resize(n * M * no);
-      x.gemm(false, false, n * M, no, no, T(1), Dl, no, QG, no, T(0), Dr.data(), no);
-      q.resize(n * no);
-      unit_weights(x, q.data(), static_cast<const T*>(Dr.data()), static_cast<const T*>(nullptr), n, M, no);
-      accumulate<X, T>(x, acc + mlp.param_offset(l), no, k, k, tmp, [&](auto* dst, i64 ld, T beta) {
-        x.gemm(true, false, no, k, n, T(1), static_cast<const T*>(q.data()), no, static_cast<const T*>(rot.data()),
-               k, beta, dst, ld);
-      });
+      augmented(x, r.f.act(l - 1), r.f.act_ld(mlp, l - 1), n, w[l - 1], mlp.has_bias(l), 1, B);
+      ekfac_accumulate(x, acc + mlp.param_offset(l), static_cast<const T*>(B.data()), Dl,
+                       bases.data + lay.offset(Shape::kfac, l), n, M, w[l], lay.unit_width(l), rot, Dr, q, tmp);
       detail::poll();
     });
   });
@@ -178,17 +188,18 @@ void ekfac_diagonal_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<c
 inline bool packs_gamma(i64 no, i64 M) { return no + 1 <= 2 * M * M; }
 inline i64 packed_size(i64 no) { return no * (no + 1) / 2; }
 
-/// gam (n x no(no+1)/2): the upper triangle of Gamma_s = sum_m d d^T (gfull: n x no x no),
-/// the off-diagonal entries times sqrt(2), so that gam_s . gam_t = tr(Gamma_s Gamma_t).
+/// gam (no(no+1)/2 x n, column s for input s): the upper triangle of Gamma_s = sum_m d d^T
+/// (gfull: n x no x no), the off-diagonal entries times sqrt(2), so that
+/// gam[:, s] . gam[:, t] = tr(Gamma_s Gamma_t). Stored by columns, so that the Gram of a
+/// chunk with itself is one SYRK.
 template <class X, class T>
 void pack_gamma(X& x, T* gam, const T* gfull, i64 n, i64 no) {
-  const i64 g = packed_size(no);
   const T r2 = T(1.4142135623730951);
-  x.for_2d(n, no, [=] FISHERKIT_LAMBDA(i64 s, i64 i) {
+  x.for_2d(no, n, [=] FISHERKIT_LAMBDA(i64 i, i64 s) {
     const T* src = gfull + (s * no + i) * no;
-    T* dst = gam + s * g + i * no - i * (i - 1) / 2;
+    T* dst = gam + (i * no - i * (i - 1) / 2) * n + s;
     dst[0] = src[i];
-    for (i64 j = i + 1; j < no; ++j) dst[j - i] = r2 * src[j];
+    for (i64 j = i + 1; j < no; ++j) dst[(j - i) * n] = r2 * src[j];
   });
 }
 
@@ -206,9 +217,15 @@ void block_square_sums(X& x, T* tm, const T* kr, i64 ni, i64 nj, i64 M) {
 }
 
 /// sa (ni x nj) = weight * tm o sa o sa: the pair terms tr(Gamma Gamma') (abar . abar')^2.
+/// With `upper` (a chunk with itself, tm from a SYRK): the upper triangle counted twice,
+/// the diagonal once, the lower triangle not at all.
 template <class X, class T>
-void pair_terms(X& x, T* sa, const T* tm, i64 n, T weight) {
-  x.for_each(n, [=] FISHERKIT_LAMBDA(i64 i) { sa[i] = weight * tm[i] * sa[i] * sa[i]; });
+void pair_terms(X& x, T* sa, const T* tm, i64 ni, i64 nj, T weight, bool upper) {
+  x.for_2d(ni, nj, [=] FISHERKIT_LAMBDA(i64 s, i64 t) {
+    const i64 i = s * nj + t;
+    const T wt = upper ? (t > s ? T(2) : t == s ? T(1) : T(0)) : weight;
+    sa[i] = wt == T(0) ? T(0) : wt * tm[i] * sa[i] * sa[i];
+  });
 }
 
 /// acc[s] += (sum_m d_{sm}^T G d_{sm}) (abar_s^T A abar_s): the cross term of one input, from
@@ -224,7 +241,7 @@ void cross_terms(X& x, double* acc, const T* dg, const T* D, const T* ba, const 
   });
 }
 
-/// out[i] = sum_t acc[t] (t < n), on the executor.
+/// out[0] = sum_t acc[t] (t < n), on the executor.
 template <class X>
 void reduce_into(X& x, double* out, const double* acc, i64 n) {
   x.for_each(1, [=] FISHERKIT_LAMBDA(i64) {
@@ -234,13 +251,15 @@ void reduce_into(X& x, double* out, const double* acc, i64 n) {
   });
 }
 
+/// dst (rows x cols, leading dimension ldd) = src (rows x cols, leading dimension lds).
 template <class X, class T>
-void copy_into(X& x, T* dst, const T* src, i64 n) {
-  x.for_each(n, [=] FISHERKIT_LAMBDA(i64 i) { dst[i] = src[i]; });
+void copy_block(X& x, T* dst, i64 ldd, const T* src, i64 lds, i64 rows, i64 cols) {
+  x.for_2d(rows, cols, [=] FISHERKIT_LAMBDA(i64 r, i64 c) { dst[r * ldd + c] = src[r * lds + c]; });
 }
 
-/// One layer's summaries of a range of inputs: per input the backward rows (M n_out values)
-/// or the packed Gamma (n_out (n_out + 1) / 2), and the augmented input (k values).
+/// One layer's summaries of the kept inputs: per input the backward rows (M n_out values,
+/// row-major by input) or the packed Gamma (n_out (n_out + 1) / 2, by columns: one column per
+/// input), and the augmented input (k values, row-major by input).
 template <class X, class T>
 struct LayerSummary {
   Buf<X, T> rows, abar;
@@ -249,15 +268,25 @@ struct LayerSummary {
 
 template <class X, class T>
 void kfac_error_sums_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> Xm, MatrixView<const T> y,
-                          const FisherOptions& opt, VectorView<const T> factors, i64 keep_bytes,
-                          VectorView<double> out) {
+                          const FisherOptions& opt, VectorView<const T> factors, VectorView<const T> bases,
+                          i64 keep_bytes, VectorView<double> sq, VectorView<double> cross, VectorView<T> diag) {
   check_kfac_call<X>(mlp, head, Xm, y, opt);
   const Layout& lay = mlp.layout();
-  const i64 N = Xm.rows, L = mlp.n_layers();
-  check_size<X>(factors, lay.size(Shape::kfac), "factors", "the Kronecker factors of every layer");
-  FISHERKIT_CHECK(factors.stride == 1, "argument 'factors' must be contiguous");
-  check_size<X>(out, 2 * L, "out", "two sums per layer");
-  FISHERKIT_CHECK(out.stride == 1, "argument 'out' must be contiguous");
+  const i64 N = Xm.rows, L = mlp.n_layers(), P = mlp.n_params();
+  check_size<X>(sq, L, "sq", "one sum per layer");
+  FISHERKIT_CHECK(sq.stride == 1, "argument 'sq' must be contiguous");
+  const bool want_cross = cross.data != nullptr, want_diag = diag.data != nullptr;
+  if (want_cross) {
+    check_size<X>(cross, L, "cross", "one sum per layer");
+    FISHERKIT_CHECK(cross.stride == 1, "argument 'cross' must be contiguous");
+    check_size<X>(factors, lay.size(Shape::kfac), "factors", "the Kronecker factors of every layer");
+    FISHERKIT_CHECK(factors.stride == 1, "argument 'factors' must be contiguous");
+  }
+  if (want_diag) {
+    check_bases<X>(mlp, bases);
+    check_size<X>(diag, P, "diag", "the EKFAC diagonal of every layer");
+  }
+  FISHERKIT_CHECK(keep_bytes >= 0, "argument 'keep_bytes' must be >= 0, got ", keep_bytes);
   const auto& w = mlp.widths();
   const i64 M = rows_per_sample(mlp, opt);
   // per-input summary values, and the widest per-pair buffers
@@ -269,18 +298,16 @@ void kfac_error_sums_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<
     else widest_rows = std::max(widest_rows, M * M);
   }
   const i64 sz = static_cast<i64>(sizeof(T));
-  // chunk: linear workspace (rows, summaries, Gamma) within the budget, and the quadratic
-  // pair buffers (row Gram n M x n M, two n x n) within another
+  // chunk: linear workspace (rows, summaries, Gamma, rotations) within the budget, and the
+  // quadratic pair buffers (row Gram n M x n M, two n x n) within another
   i64 chunk = chunk_size<X>(opt.chunk, N, sz * (estimator_rows_per_sample(mlp, opt) + summary + widest_gamma +
-                                                (M + 1) * max_width(mlp) + 2 * (max_width(mlp) + 1)));
+                                                (M + 1) * max_width(mlp) + 3 * (max_width(mlp) + 1)));
   if (opt.chunk <= 0) {
     const double quad = std::sqrt(double(X::chunk_budget) / double(sz * (widest_rows + 2)));
-    chunk = std::max<i64>(16, std::min<i64>(chunk, static_cast<i64>(quad)));
-    chunk = std::min(chunk, N);
+    chunk = std::min(N, std::max<i64>(16, std::min<i64>(chunk, static_cast<i64>(quad))));
   }
   // inputs whose summaries are kept (a whole number of chunks): the whole data when it fits
   // keep_bytes (default 8 workspace budgets), else blocks
-  FISHERKIT_CHECK(keep_bytes >= 0, "argument 'keep_bytes' must be >= 0, got ", keep_bytes);
   const i64 kb = keep_bytes > 0 ? keep_bytes : 8 * X::chunk_budget;
   i64 keep = std::min<i64>(N, kb / std::max<i64>(sz * summary, 1));
   keep = std::max(chunk, keep / chunk * chunk);
@@ -293,11 +320,12 @@ void kfac_error_sums_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<
     kept[l].rows.resize(keep * per);
     kept[l].abar.resize(keep * lay.unit_width(l));
   }
-  Buf<X, double> sq(x), cr(x);  // per layer `chunk` partial sums of ||F||^2 and the cross term
-  double* sqp = zeroed(x, sq, (L + 1) * chunk);
-  double* crp = zeroed(x, cr, (L + 1) * chunk);
+  Buf<X, double> sqb(x), crb(x), own(x);  // per layer `chunk` partial sums of ||F||^2 and the cross term
+  double* sqp = zeroed(x, sqb, (L + 1) * chunk);
+  double* crp = want_cross ? zeroed(x, crb, (L + 1) * chunk) : nullptr;
+  double* dacc = want_diag ? result_accumulator(x, diag, P, own) : nullptr;
   EstimatorRows<X, T> r(x, L);
-  Buf<X, T> B(x), gfull(x), gam(x), kr(x), tm(x), sa(x), dg(x), ba(x), ones(x), tmp(x);
+  Buf<X, T> B(x), gfull(x), gam(x), kr(x), tm(x), sa(x), dg(x), ba(x), ones(x), tmp(x), rot(x), Dr(x), q(x);
   fill_ones<X, T>(x, ones, chunk);
   // progress: every block visits the inputs from its start on
   i64 total = 0;
@@ -314,52 +342,71 @@ void kfac_error_sums_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<
         const bool pk = packs_gamma(no, M);
         const i64 per = pk ? packed_size(no) : M * no;
         augmented(x, r.f.act(l - 1), r.f.act_ld(mlp, l - 1), n, w[l - 1], mlp.has_bias(l), 1, B);
-        const T* sj = Dl;  // this chunk's summary
+        const T* sj = Dl;  // this chunk's summary: rows (n M x no) or packed Gamma (per x n)
         if (pk) {
           gfull.resize(n * no * no);
           x.gemm_batched(true, false, no, no, M, T(1), Dl, no, M * no, Dl, no, M * no, T(0), gfull.data(), no,
                          no * no, n);
-          gam.resize(n * per);
+          gam.resize(per * n);
           pack_gamma(x, gam.data(), static_cast<const T*>(gfull.data()), n, no);
           sj = gam.data();
         }
         const T* aj = B.data();
-        // the pairs (kept inputs before this chunk, this chunk) twice, (this chunk, itself) once
+        double* acc = sqp + l * chunk;
+        // the pairs (kept inputs before this chunk, this chunk), counted twice
         const i64 before = inside ? s0 - b0 : nb;
-        auto pairs = [&](const T* si, const T* ai, i64 ni, T weight) {
+        for (i64 i0 = 0; i0 < before; i0 += chunk) {
+          const i64 ni = std::min(chunk, before - i0);
           tm.resize(ni * n);
           if (pk) {
-            x.gemm(false, true, ni, n, per, T(1), si, per, sj, per, T(0), tm.data(), n);
+            x.gemm(true, false, ni, n, per, T(1), static_cast<const T*>(kept[l].rows.data()) + i0, keep, sj, n, T(0),
+                   tm.data(), n);
           } else {
             kr.resize(ni * M * n * M);
-            x.gemm(false, true, ni * M, n * M, no, T(1), si, no, sj, no, T(0), kr.data(), n * M);
+            x.gemm(false, true, ni * M, n * M, no, T(1), static_cast<const T*>(kept[l].rows.data()) + i0 * per, no,
+                   sj, no, T(0), kr.data(), n * M);
             block_square_sums(x, tm.data(), static_cast<const T*>(kr.data()), ni, n, M);
           }
           sa.resize(ni * n);
-          x.gemm(false, true, ni, n, k, T(1), ai, k, aj, k, T(0), sa.data(), n);
-          pair_terms(x, sa.data(), static_cast<const T*>(tm.data()), ni * n, weight);
-          add_column_sums(x, sqp + l * chunk, static_cast<const T*>(sa.data()), n, ni, n,
-                          static_cast<const T*>(ones.data()), tmp);
-        };
-        for (i64 i0 = 0; i0 < before; i0 += chunk) {
-          const i64 ni = std::min(chunk, before - i0);
-          pairs(static_cast<const T*>(kept[l].rows.data()) + i0 * per,
-                static_cast<const T*>(kept[l].abar.data()) + i0 * k, ni, T(2));
+          x.gemm(false, true, ni, n, k, T(1), static_cast<const T*>(kept[l].abar.data()) + i0 * k, k, aj, k, T(0),
+                 sa.data(), n);
+          pair_terms(x, sa.data(), static_cast<const T*>(tm.data()), ni, n, T(2), false);
+          add_column_sums(x, acc, static_cast<const T*>(sa.data()), n, ni, n, static_cast<const T*>(ones.data()),
+                          tmp);
           detail::poll();
         }
         if (!inside) return;
-        pairs(sj, aj, n, T(1));
-        // keep this chunk's summaries; its cross term <F, G (x) A>
-        copy_into(x, kept[l].rows.data() + (s0 - b0) * per, sj, n * per);
-        copy_into(x, kept[l].abar.data() + (s0 - b0) * k, aj, n * k);
-        const T* Af = factors.data + lay.offset(Shape::kfac, l);
-        const T* Gf = Af + k * k;
-        dg.resize(n * M * no);
-        x.gemm(false, false, n * M, no, no, T(1), Dl, no, Gf, no, T(0), dg.data(), no);
-        ba.resize(n * k);
-        x.gemm(false, false, n, k, k, T(1), aj, k, Af, k, T(0), ba.data(), k);
-        cross_terms(x, crp + l * chunk, static_cast<const T*>(dg.data()), Dl, static_cast<const T*>(ba.data()), aj,
-                    n, M, no, k);
+        // the pairs within this chunk (a SYRK when Gamma is packed)
+        tm.resize(n * n);
+        if (pk) {
+          x.syrk(n, per, T(1), sj, n, T(0), tm.data(), n);
+        } else {
+          kr.resize(n * M * n * M);
+          x.gemm(false, true, n * M, n * M, no, T(1), sj, no, sj, no, T(0), kr.data(), n * M);
+          block_square_sums(x, tm.data(), static_cast<const T*>(kr.data()), n, n, M);
+        }
+        sa.resize(n * n);
+        x.gemm(false, true, n, n, k, T(1), aj, k, aj, k, T(0), sa.data(), n);
+        pair_terms(x, sa.data(), static_cast<const T*>(tm.data()), n, n, T(1), pk);
+        add_column_sums(x, acc, static_cast<const T*>(sa.data()), n, n, n, static_cast<const T*>(ones.data()), tmp);
+        // keep this chunk's summaries
+        if (pk)
+          copy_block(x, kept[l].rows.data() + (s0 - b0), keep, sj, n, per, n);
+        else
+          copy_values(x, kept[l].rows.data() + (s0 - b0) * per, sj, n * per);
+        copy_values(x, kept[l].abar.data() + (s0 - b0) * k, aj, n * k);
+        if (want_cross) {  // <F, G (x) A> from abar A and D G
+          const T* Af = factors.data + lay.offset(Shape::kfac, l);
+          dg.resize(n * M * no);
+          x.gemm(false, false, n * M, no, no, T(1), Dl, no, Af + k * k, no, T(0), dg.data(), no);
+          ba.resize(n * k);
+          x.gemm(false, false, n, k, k, T(1), aj, k, Af, k, T(0), ba.data(), k);
+          cross_terms(x, crp + l * chunk, static_cast<const T*>(dg.data()), Dl, static_cast<const T*>(ba.data()), aj,
+                      n, M, no, k);
+        }
+        if (want_diag)
+          ekfac_accumulate(x, dacc + mlp.param_offset(l), aj, Dl, bases.data + lay.offset(Shape::kfac, l), n, M, no,
+                           k, rot, Dr, q, tmp);
         detail::poll();
       });
       done += n;
@@ -368,12 +415,16 @@ void kfac_error_sums_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<
   }
   const double inv = 1.0 / double(N);
   for (i64 l = 1; l <= L; ++l) {
-    reduce_into(x, out.data + 2 * (l - 1), static_cast<const double*>(sqp + l * chunk), chunk);
-    reduce_into(x, out.data + 2 * (l - 1) + 1, static_cast<const double*>(crp + l * chunk), chunk);
+    reduce_into(x, sq.data + (l - 1), static_cast<const double*>(sqp + l * chunk), chunk);
+    if (want_cross) reduce_into(x, cross.data + (l - 1), static_cast<const double*>(crp + l * chunk), chunk);
   }
-  double* o = out.data;
-  const i64 n2 = 2 * L;
-  x.for_each(n2, [=] FISHERKIT_LAMBDA(i64 i) { o[i] *= (i % 2 == 0) ? inv * inv : inv; });
+  double* o = sq.data;
+  x.for_each(L, [=] FISHERKIT_LAMBDA(i64 i) { o[i] *= inv * inv; });
+  if (want_cross) {
+    double* c = cross.data;
+    x.for_each(L, [=] FISHERKIT_LAMBDA(i64 i) { c[i] *= inv; });
+  }
+  if (want_diag) emit_scaled(x, static_cast<const double*>(dacc), inv, diag, P);
 }
 
 // ------------------------------------------------------------------ variance of the sampled parts

@@ -79,8 +79,9 @@
      (mlp, head, X, y, opt, bases, out), mlp.device())                                                             \
   OP(T, void, kfac_error_sums,                                                                                     \
      (const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, MatrixView<const T> y, const FisherOptions& opt,  \
-      VectorView<const T> factors, std::int64_t keep_bytes, VectorView<double> out),                               \
-     (mlp, head, X, y, opt, factors, keep_bytes, out), mlp.device())                                               \
+      VectorView<const T> factors, VectorView<const T> bases, std::int64_t keep_bytes, VectorView<double> sq,       \
+      VectorView<double> cross, VectorView<T> diag),                                                               \
+     (mlp, head, X, y, opt, factors, bases, keep_bytes, sq, cross, diag), mlp.device())                            \
   OP(T, void, kfac_variance_sum,                                                                                   \
      (const Mlp<T>& mlp, const Head& head, MatrixView<const T> X, VectorView<const T> bases, VectorView<T> out,     \
       std::int64_t chunk),                                                                                         \
