@@ -9,12 +9,10 @@ measured GEMM rate, times :data:`SAFETY`.
 """
 from __future__ import annotations
 
-import contextlib
 import time
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
-from .info import num_threads
 
 SAFETY = 1.5  # flop-model predictions are multiplied by this
 BYTES_PER_SECOND = 1e9  # writing fresh memory, generously slow (page faults, other jobs on the machine)
@@ -106,16 +104,3 @@ def kfac_error_flops(sizes: Sequence[int], n: int) -> float:
         per = min(C * C * n_out, n_out * (n_out + 1) / 2) + n_in + 1
         flops += 2.0 * n * n * per + 10.0 * n * n * (C * C if n_out + 1 > 2 * C * C else 4)
     return flops
-
-
-def blas_threads() -> Any:
-    """A context in which NumPy's BLAS uses fisherkit's thread count (threadpoolctl, when
-    installed; else nothing changes). On small shared machines NumPy's default of one
-    thread per CPU made batched small solves 100 times slower."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-
-    n = num_threads()
-    return threadpool_limits(limits=n, user_api="blas") if n > 0 else contextlib.nullcontext()

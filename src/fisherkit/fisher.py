@@ -58,7 +58,8 @@ def fisher(
         factors with the diagonal re-fitted in them (George et al. 2018;
         docs/maths/kfac.rst#kfac-ekfac). Both take ``exact``, ``score`` and ``empirical``. Both
         factors are averages over the inputs (and draws): curvlinops' and BackPACK's
-        conventions differ by documented constants (docs/guide/kfac.rst).
+        conventions differ by documented constants
+        (docs/guide/kfac.rst#guide-kfac-conventions).
     samples : int
         Label draws per input for ``score`` and ``hessian``.
     seed : int, optional

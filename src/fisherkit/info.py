@@ -1,6 +1,7 @@
 """Build facts and process-level settings."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -63,3 +64,17 @@ def set_num_threads(n: int) -> None:
 
 def num_threads() -> int:
     return int(_core.num_threads())
+
+
+def blas_threads() -> Any:
+    """A context in which NumPy's BLAS uses fisherkit's thread count (threadpoolctl, when
+    installed; else nothing changes). On small shared machines NumPy's default of one
+    thread per CPU made batched small solves 100 times slower, and the eigendecomposition
+    of a 785 x 785 KFAC factor 20 times slower."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+
+    n = num_threads()
+    return threadpool_limits(limits=n, user_api="blas") if n > 0 else contextlib.nullcontext()

@@ -26,6 +26,7 @@ import numpy as np
 from ._backend import get_array_module
 from ._layout import Layout
 from ._validate import check_damping, check_fits
+from .info import blas_threads
 from .matrices import FisherMatrix, Provenance
 
 __all__ = ["KFAC", "EKFAC", "DAMPING_MODES", "kfac_from_flat", "ekfac_from_flat"]
@@ -63,10 +64,12 @@ def _local_index(layout: Layout, l: int) -> np.ndarray:
 
 
 def _apply(layout: Layout, v: Any, fn: Any) -> Any:
-    """fn(l, grid (m, n_out, k)) -> grid, applied per layer to v (P,) or (P, m)."""
+    """fn(l, grid (m, n_out, k)) -> grid, applied per layer to v (P,) or (P, m), with NumPy's
+    BLAS at fisherkit's thread count."""
     xp = get_array_module(("v", v))
     V = v if v.ndim == 2 else v[:, None]
-    out = xp.concatenate([_flat(layout, l, fn(l, _grid(layout, l, V))) for l in range(layout.n_layers)], axis=0)
+    with blas_threads():
+        out = xp.concatenate([_flat(layout, l, fn(l, _grid(layout, l, V))) for l in range(layout.n_layers)], axis=0)
     return out if v.ndim == 2 else out[:, 0]
 
 
@@ -164,7 +167,8 @@ class KFAC(_Kronecker):
         """Per layer (eigenvalues of A, eigenvectors of A, eigenvalues of G, eigenvectors of G),
         float64, ascending; computed once."""
         if self._eig is None:
-            self._eig = [(*_eigh(A), *_eigh(G)) for A, G in self.factors]
+            with blas_threads():
+                self._eig = [(*_eigh(A), *_eigh(G)) for A, G in self.factors]
         return self._eig
 
     def _block(self, l: int) -> Any:
@@ -187,7 +191,7 @@ class KFAC(_Kronecker):
         v = self._check_vector(v)
         dt = self._out_dtype(v)
         return _apply(self.layout, v.astype(dt, copy=False),
-                      lambda l, V: self.factors[l][1].astype(dt) @ V @ self.factors[l][0].astype(dt))
+                      lambda l, V: self.factors[l][1].astype(dt, copy=False) @ V @ self.factors[l][0].astype(dt, copy=False))
 
     def _denominators(self, damping: float, mode: str, pi: bool) -> list[Any]:
         """Per layer the (n_out, k) eigenvalues of the damped block in the eigenbasis."""

@@ -25,7 +25,8 @@ import numpy as np
 
 from ._data import InputError, check_inputs, check_labels
 from ._report_keys import KEYS, describe
-from ._report_plan import Budget, blas_threads, gemm_rate
+from ._report_plan import Budget, gemm_rate
+from .info import blas_threads
 from ._report_sections import SECTIONS, Context
 from .model import MLP
 from ._report_html import render
