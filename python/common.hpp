@@ -140,6 +140,23 @@ decltype(auto) with_mlp(const py::sequence& weights, const py::sequence& biases,
   });
 }
 
+/// Call f(mlp, X, y, head, stream, progress) with T chosen by X's dtype: with_mlp plus the
+/// optional labels `y` (an empty view for None) and the head, for the labelled passes.
+template <class F>
+void with_labelled(const py::sequence& weights, const py::sequence& biases, const std::vector<std::string>& activations,
+                   const std::string& head, double sigma, py::handle X, py::object y, py::object progress, F&& f) {
+  ArrayInfo yi;
+  if (!y.is_none()) yi = array_info(y, "y");
+  const ArrayInfo xi = array_info(X, "X");
+  with_mlp(weights, biases, activations, xi, [&](const auto& mlp, auto x) {
+    using T = elem_t<decltype(x)>;
+    MatrixView<const T> yy;
+    if (!y.is_none()) yy = as_matrix<const T>(yi, "y");
+    const Head hd = make_head(head, sigma);
+    f(mlp, x, yy, hd, stream_of(xi), progress);
+  });
+}
+
 /// The Monitor of a compiled call made from Python: about every 0.1 s it takes the GIL,
 /// runs pending signal handlers (Ctrl-C raises KeyboardInterrupt, and the call stops at its
 /// next checkpoint) and reports (done, total) to `progress` when one is given.

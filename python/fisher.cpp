@@ -12,15 +12,9 @@ void bind(py::module_& m) {
          std::int64_t samples, std::uint64_t seed, std::int64_t chunk, std::int64_t index_offset, py::handle out,
          py::object progress, std::vector<std::int64_t> layers) {
         auto oi = array_info(out, "out");
-        ArrayInfo yi;
-        if (!y.is_none()) yi = array_info(y, "y");
-        const ArrayInfo xi = array_info(X, "X");
-        with_mlp(Ws, bs, acts, xi, [&](const auto& mlp, auto x) {
-          using T = elem_t<decltype(x)>;
-          MatrixView<const T> yy;
-          if (!y.is_none()) yy = as_matrix<const T>(yi, "y");
-          auto o = as_vector<T>(oi, "out");
-          const Head hd = make_head(head, sigma);
+        with_labelled(Ws, bs, acts, head, sigma, X, y, progress, [&](const auto& mlp, auto x, auto yy, const Head& hd,
+                                                                     Stream st, py::object pr) {
+          auto o = as_vector<elem_t<decltype(x)>>(oi, "out");
           FisherOptions opt;
           opt.estimator = parse_estimator(estimator);
           opt.shape = parse_shape(shape);
@@ -29,9 +23,9 @@ void bind(py::module_& m) {
           opt.chunk = chunk;
           opt.index_offset = index_offset;
           opt.layers = layers;
-          Supervised call(progress);
+          Supervised call(pr);
           py::gil_scoped_release nogil;
-          fisher(mlp, hd, x, yy, opt, o, stream_of(xi));
+          fisher(mlp, hd, x, yy, opt, o, st);
         });
       },
       py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"), py::arg("sigma"),

@@ -17,23 +17,6 @@ FisherOptions kfac_options(const std::string& estimator, std::int64_t samples, s
   return opt;
 }
 
-/// f(mlp, X, y, head, opt) with the GIL released under a monitor: everything one labelled
-/// KFAC binding needs.
-template <class F>
-void with_labelled(py::sequence Ws, py::sequence bs, const std::vector<std::string>& acts, const std::string& head,
-                   double sigma, py::handle X, py::object y, py::object progress, F&& f) {
-  ArrayInfo yi;
-  if (!y.is_none()) yi = array_info(y, "y");
-  const ArrayInfo xi = array_info(X, "X");
-  with_mlp(Ws, bs, acts, xi, [&](const auto& mlp, auto x) {
-    using T = elem_t<decltype(x)>;
-    MatrixView<const T> yy;
-    if (!y.is_none()) yy = as_matrix<const T>(yi, "y");
-    const Head hd = make_head(head, sigma);
-    f(mlp, x, yy, hd, stream_of(xi), progress);
-  });
-}
-
 void bind(py::module_& m) {
   m.def(
       "kfac_factors",

@@ -245,7 +245,7 @@ class KFAC(_Kronecker):
         with factored damping a :class:`KFAC` of the inverted damped factors."""
         damping = check_damping(damping)
         dens = self._denominators(damping, damping_mode, pi)
-        dt, xp = self.dtype, self.xp
+        dt = self.dtype
         if damping_mode == "exact":
             bases = [(Qa.astype(dt), Qg.astype(dt)) for _, Qa, _, Qg in self.eigen()]
             return EKFAC(bases, [(1.0 / d).astype(dt) for d in dens], self.sizes, self.n_samples,

@@ -23,22 +23,12 @@ import fisherkit
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
+import test_scaling_peers as _peers  # noqa: E402
+
+pytestmark = _peers.pytestmark  # the peers' own warnings, filtered as there
+float64_default = _peers.float64_default  # float64 tensors throughout (an autouse fixture)
 
 N, D, HIDDEN, C = 9, 4, 6, 3
-
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::UserWarning"),
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore::FutureWarning"),
-]
-
-
-@pytest.fixture(autouse=True)
-def float64_default():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
 
 
 def _problem():
