@@ -155,6 +155,7 @@ class KFAC(_Kronecker):
                                  f"{tuple(A.shape)} and {tuple(G.shape)}")
         self.factors = factors
         self._eig: list[tuple[Any, Any, Any, Any]] | None = None
+        self._bases: list[tuple[Any, Any]] | None = None  # the eigenvectors in this object's dtype
 
     @property
     def blocks(self) -> list[Any]:
@@ -225,19 +226,19 @@ class KFAC(_Kronecker):
 
     def solve(self, v: Any, damping: float = 0.0, *, damping_mode: str = "exact", pi: bool = True) -> Any:
         """(F_kfac + damping I)^-1 v per layer block (``damping_mode="exact"``), or the inverse
-        of the factored Tikhonov damping (``"factored"``; ``pi`` as :meth:`factored_damping`).
+        of the factored Tikhonov damping (``"factored"``; ``pi`` as :meth:`factored_damping`),
+        through the factors' eigendecompositions (computed once) in this object's dtype.
         ValueError naming the layer when a damped block is not positive definite."""
         v = self._check_vector(v)
-        damping = check_damping(damping)
-        dens = self._denominators(damping, damping_mode, pi)
-        dt = self._out_dtype(v)
-        eig = self.eigen()
+        dens = self._denominators(check_damping(damping), damping_mode, pi)
+        return self._in_eigenbasis([1.0 / d for d in dens], self.estimator).mv(v)
 
-        def one(l: int, V: Any) -> Any:
-            _, Qa, _, Qg = eig[l]
-            return (Qg @ ((Qg.T @ V @ Qa) / dens[l]) @ Qa.T).astype(dt, copy=False)
-
-        return _apply(self.layout, v, one)
+    def _in_eigenbasis(self, scales: list[Any], estimator: str) -> "EKFAC":
+        """The matrix with these eigenvalues (per layer n_out x k) in the factors' eigenbases."""
+        if self._bases is None:
+            self._bases = [(Qa.astype(self.dtype), Qg.astype(self.dtype)) for _, Qa, _, Qg in self.eigen()]
+        return EKFAC(self._bases, [sc.astype(self.dtype) for sc in scales], self.sizes, self.n_samples, estimator,
+                     bias=self.layout.bias)
 
     def inverse(self, damping: float = 0.0, *, damping_mode: str = "exact", pi: bool = True) -> "_Kronecker":
         """The inverse of the damped matrix as a matrix object: with exact damping an
@@ -247,9 +248,7 @@ class KFAC(_Kronecker):
         dens = self._denominators(damping, damping_mode, pi)
         dt = self.dtype
         if damping_mode == "exact":
-            bases = [(Qa.astype(dt), Qg.astype(dt)) for _, Qa, _, Qg in self.eigen()]
-            return EKFAC(bases, [(1.0 / d).astype(dt) for d in dens], self.sizes, self.n_samples,
-                         f"inverse({self.estimator})", bias=self.layout.bias)
+            return self._in_eigenbasis([1.0 / d for d in dens], f"inverse({self.estimator})")
         inv = []
         for (la, Qa, lg, Qg), (ga, gg) in zip(self.eigen(), self.factored_damping(damping, pi)):
             inv.append((((Qa / (la + ga)) @ Qa.T).astype(dt), ((Qg / (lg + gg)) @ Qg.T).astype(dt)))

@@ -186,6 +186,7 @@ void ekfac_diagonal_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<c
 /// How a layer's tr(Gamma_n Gamma_m) is formed: from the Gram of the M backward rows per
 /// input (M^2 n_out per pair) or of the packed Gamma_n (n_out (n_out + 1) / 2 per pair).
 inline bool packs_gamma(i64 no, i64 M) { return no + 1 <= 2 * M * M; }
+constexpr i64 kGammaGroup = 32;  // inputs whose full Gamma_n are formed at once before packing
 inline i64 packed_size(i64 no) { return no * (no + 1) / 2; }
 
 /// gam (no(no+1)/2 x n, column s for input s): the upper triangle of Gamma_s = sum_m d d^T
@@ -193,14 +194,27 @@ inline i64 packed_size(i64 no) { return no * (no + 1) / 2; }
 /// gam[:, s] . gam[:, t] = tr(Gamma_s Gamma_t). Stored by columns, so that the Gram of a
 /// chunk with itself is one SYRK.
 template <class X, class T>
-void pack_gamma(X& x, T* gam, const T* gfull, i64 n, i64 no) {
+void pack_gamma(X& x, T* gam, i64 ld, const T* gfull, i64 n, i64 no) {
   const T r2 = T(1.4142135623730951);
   x.for_2d(no, n, [=] FISHERKIT_LAMBDA(i64 i, i64 s) {
     const T* src = gfull + (s * no + i) * no;
-    T* dst = gam + (i * no - i * (i - 1) / 2) * n + s;
+    T* dst = gam + (i * no - i * (i - 1) / 2) * ld + s;
     dst[0] = src[i];
-    for (i64 j = i + 1; j < no; ++j) dst[(j - i) * n] = r2 * src[j];
+    for (i64 j = i + 1; j < no; ++j) dst[(j - i) * ld] = r2 * src[j];
   });
+}
+
+/// The packed Gamma of n inputs' backward rows Dl (n*M x no) into gam (per x n), formed in
+/// groups of `group` inputs (gfull: group x no x no scratch).
+template <class X, class T>
+void packed_gammas(X& x, T* gam, const T* Dl, i64 n, i64 M, i64 no, i64 group, Buf<X, T>& gfull) {
+  gfull.resize(std::min(group, n) * no * no);
+  for (i64 g0 = 0; g0 < n; g0 += group) {
+    const i64 ng = std::min(group, n - g0);
+    x.gemm_batched(true, false, no, no, M, T(1), Dl + g0 * M * no, no, M * no, Dl + g0 * M * no, no, M * no, T(0),
+                   gfull.data(), no, no * no, ng);
+    pack_gamma(x, gam + g0, n, static_cast<const T*>(gfull.data()), ng, no);
+  }
 }
 
 /// tm (ni x nj) = sum over the M x M block (s, t) of kr (ni M x nj M) of the squares.
@@ -294,14 +308,15 @@ void kfac_error_sums_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<
   for (i64 l = 1; l <= L; ++l) {
     const bool pk = packs_gamma(w[l], M);
     summary += (pk ? packed_size(w[l]) : M * w[l]) + lay.unit_width(l);
-    if (pk) widest_gamma = std::max(widest_gamma, w[l] * w[l] + packed_size(w[l]));
+    if (pk) widest_gamma = std::max(widest_gamma, packed_size(w[l]));
     else widest_rows = std::max(widest_rows, M * M);
   }
   const i64 sz = static_cast<i64>(sizeof(T));
-  // chunk: linear workspace (rows, summaries, Gamma, rotations) within the budget, and the
-  // quadratic pair buffers (row Gram n M x n M, two n x n) within another
+  // chunk: linear workspace (rows, summaries, packed Gamma, rotations) within 4 budgets
+  // (the pair GEMMs want tall chunks), and the quadratic pair buffers (row Gram n M x n M,
+  // two n x n) within one
   i64 chunk = chunk_size<X>(opt.chunk, N, sz * (estimator_rows_per_sample(mlp, opt) + summary + widest_gamma +
-                                                (M + 1) * max_width(mlp) + 3 * (max_width(mlp) + 1)));
+                                                (M + 1) * max_width(mlp) + 3 * (max_width(mlp) + 1)), 4);
   if (opt.chunk <= 0) {
     const double quad = std::sqrt(double(X::chunk_budget) / double(sz * (widest_rows + 2)));
     chunk = std::min(N, std::max<i64>(16, std::min<i64>(chunk, static_cast<i64>(quad))));
@@ -344,11 +359,8 @@ void kfac_error_sums_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<
         augmented(x, r.f.act(l - 1), r.f.act_ld(mlp, l - 1), n, w[l - 1], mlp.has_bias(l), 1, B);
         const T* sj = Dl;  // this chunk's summary: rows (n M x no) or packed Gamma (per x n)
         if (pk) {
-          gfull.resize(n * no * no);
-          x.gemm_batched(true, false, no, no, M, T(1), Dl, no, M * no, Dl, no, M * no, T(0), gfull.data(), no,
-                         no * no, n);
           gam.resize(per * n);
-          pack_gamma(x, gam.data(), static_cast<const T*>(gfull.data()), n, no);
+          packed_gammas(x, gam.data(), Dl, n, M, no, kGammaGroup, gfull);
           sj = gam.data();
         }
         const T* aj = B.data();
