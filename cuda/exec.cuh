@@ -38,6 +38,18 @@ __global__ void for_2d_kernel(std::int64_t rows, std::int64_t cols, F f) {
     f(i / cols, i % cols);
 }
 
+template <class Term, class Store>
+__global__ void for_2d_sum_kernel(std::int64_t rows, std::int64_t cols, std::int64_t terms, Term term, Store store) {
+  const std::int64_t n = rows * cols, step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n; i += step) {
+    const std::int64_t r = i / cols, j = i % cols;
+    using V = decltype(term(r, std::int64_t(0), j));
+    V acc = V(0);
+    for (std::int64_t t = 0; t < terms; ++t) acc += term(r, t, j);
+    store(r, j, acc);
+  }
+}
+
 template <class T>
 __global__ void bias_activation_kernel(Activation act, T* z, const T* bias, std::int64_t bs, T* a, T* d1, T* d2,
                                        std::int64_t n, std::int64_t no) {
@@ -199,6 +211,13 @@ struct CudaExec {
   void for_2d(std::int64_t rows, std::int64_t cols, F f) {
     if (rows <= 0 || cols <= 0) return;
     for_2d_kernel<<<grid(rows * cols), kThreads, 0, stream>>>(rows, cols, f);
+    check_cuda(cudaGetLastError(), "a fisherkit kernel launch");
+  }
+
+  template <class Term, class Store>
+  void for_2d_sum(std::int64_t rows, std::int64_t cols, std::int64_t terms, Term term, Store store) {
+    if (rows <= 0 || cols <= 0) return;
+    for_2d_sum_kernel<<<grid(rows * cols), kThreads, 0, stream>>>(rows, cols, terms, term, store);
     check_cuda(cudaGetLastError(), "a fisherkit kernel launch");
   }
 

@@ -307,14 +307,13 @@ void add_cross_layer(X& x, const Mlp<T>& mlp, const Forward<X, T>& f, const Hess
 /// q (n x no) = sum_m D_l[s M + m, u]^2, minus diag(T_l) (tdl, when not null).
 template <class X, class T>
 void unit_weights(X& x, T* q, const T* Dl, const T* tdl, i64 n, i64 M, i64 no) {
-  x.for_2d(n, no, [=] FISHERKIT_LAMBDA(i64 s, i64 u) {
-    T acc = T(0);
-    for (i64 m = 0; m < M; ++m) {
-      const T d = Dl[(s * M + m) * no + u];
-      acc += d * d;
-    }
-    q[s * no + u] = tdl ? acc - tdl[s * no + u] : acc;
-  });
+  x.for_2d_sum(
+      n, no, M,
+      [=] FISHERKIT_LAMBDA(i64 s, i64 m, i64 u) {
+        const T d = Dl[(s * M + m) * no + u];
+        return d * d;
+      },
+      [=] FISHERKIT_LAMBDA(i64 s, i64 u, T acc) { q[s * no + u] = tdl ? acc - tdl[s * no + u] : acc; });
 }
 
 /// Per-sample workspace of the Fisher pass, in values of T.
