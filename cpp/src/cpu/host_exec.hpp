@@ -6,6 +6,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -16,6 +17,27 @@
 #include "fisherkit/view.hpp"
 
 namespace fisherkit::cpu {
+
+/// An allocator whose resize leaves new values uninitialised (workspaces are written before
+/// they are read): a value-initialising resize would zero every workspace on every call.
+template <class T>
+struct UninitAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = UninitAllocator<U>;
+  };
+  UninitAllocator() = default;
+  template <class U>
+  UninitAllocator(const UninitAllocator<U>&) noexcept {}
+  template <class U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
+};
 
 class HostExec {
  public:
@@ -41,7 +63,7 @@ class HostExec {
     void swap(Buf& o) noexcept { v_.swap(o.v_); }
 
    private:
-    std::vector<T> v_;
+    std::vector<T, UninitAllocator<T>> v_;
   };
 
   /// Called by the passes after the layout checks, before any work.
