@@ -147,17 +147,17 @@ class HostExec {
     });
   }
 
-  /// Unit blocks: acc + u k^2 (k x k, upper triangle, float64) += sum_s w[s, u] B_s B_s^T
+  /// Unit blocks: acc + u k^2 (k x k, upper triangle, element type A) += sum_s w[s, u] B_s B_s^T
   /// for every unit u < no (w: n x no with row stride ldw; B: n x k). Rows are split by the
   /// sign of w and each part is a SYRK of sqrt|w_s| B_s, so signed weights cost one SYRK.
-  template <class T>
-  void unit_gram(double* acc, const T* w, std::int64_t ldw, std::int64_t no, const T* B, std::int64_t n,
+  template <class T, class A>
+  void unit_gram(A* acc, const T* w, std::int64_t ldw, std::int64_t no, const T* B, std::int64_t n,
                  std::int64_t k) {
     auto& pos = scratch<T>(0), &neg = scratch<T>(1), &tmp = scratch<T>(2);
     pos.resize(static_cast<size_t>(n * k));
     neg.resize(static_cast<size_t>(n * k));
     for (std::int64_t u = 0; u < no; ++u) {
-      double* blk = acc + u * k * k;
+      A* blk = acc + u * k * k;
       std::int64_t np = 0, nn = 0;
       for (std::int64_t s = 0; s < n; ++s) {
         const T ws = w[s * ldw + u];
@@ -174,9 +174,9 @@ class HostExec {
   /// out[off + b m^2 + i m + j] = scale * acc[off + b m^2 + min(i,j) m + max(i,j)] for `count`
   /// blocks of m x m: symmetric blocks mirrored from their upper triangles, converted to T,
   /// in 64 x 64 tiles (a plain column-order mirror of a block larger than the cache was as
-  /// slow as the SYRKs that filled it). acc may be out's own storage (T = double, unit stride).
-  template <class T>
-  void emit_symmetric(const double* acc, double scale, VectorView<T> out, std::int64_t off, std::int64_t m,
+  /// slow as the SYRKs that filled it). acc may be out's own storage (A = T, unit stride).
+  template <class T, class A>
+  void emit_symmetric(const A* acc, double scale, VectorView<T> out, std::int64_t off, std::int64_t m,
                       std::int64_t count) {
     constexpr std::int64_t TB = 64;
     for (std::int64_t b = 0; b < count; ++b) {
@@ -201,16 +201,17 @@ class HostExec {
   }
 
  private:
-  /// The upper triangle of blk (k x k, float64) += alpha * the Gram of `rows` rows of A (in T).
-  template <class T>
-  void syrk_into(double* blk, std::int64_t k, std::int64_t rows, T alpha, const T* A, std::vector<T>& tmp) {
-    if constexpr (std::is_same_v<T, double>) {
-      blas::syrk_rows(k, rows, alpha, A, k, T(1), blk, k);
+  /// The upper triangle of blk (k x k, element type Acc) += alpha * the Gram of `rows` rows of
+  /// M (in T): in place when Acc is T.
+  template <class T, class Acc>
+  void syrk_into(Acc* blk, std::int64_t k, std::int64_t rows, T alpha, const T* M, std::vector<T>& tmp) {
+    if constexpr (std::is_same_v<T, Acc>) {
+      blas::syrk_rows(k, rows, alpha, M, k, T(1), blk, k);
     } else {
       tmp.resize(static_cast<size_t>(k * k));
-      blas::syrk_rows(k, rows, alpha, A, k, T(0), tmp.data(), k);
+      blas::syrk_rows(k, rows, alpha, M, k, T(0), tmp.data(), k);
       for (std::int64_t i = 0; i < k; ++i)
-        for (std::int64_t j = i; j < k; ++j) blk[i * k + j] += double(tmp[i * k + j]);
+        for (std::int64_t j = i; j < k; ++j) blk[i * k + j] += Acc(tmp[i * k + j]);
     }
   }
 

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "fisherkit/accumulate.hpp"
@@ -154,20 +155,21 @@ void for_chunks(i64 N, i64 chunk, Body&& body) {
 
 /// acc[i / cols, i % cols] (leading dimension ld_acc) += t[i], i < rows * cols; only the
 /// upper triangle (j >= i) when `upper`.
-template <class X, class T>
-void add_into(X& x, double* acc, const T* t, i64 rows, i64 cols, i64 ld_acc, bool upper = false) {
+template <class X, class T, class A>
+void add_into(X& x, A* acc, const T* t, i64 rows, i64 cols, i64 ld_acc, bool upper = false) {
   x.for_2d(rows, cols, [=] FISHERKIT_LAMBDA(i64 i, i64 j) {
-    if (!upper || j >= i) acc[i * ld_acc + j] += double(t[i * cols + j]);
+    if (!upper || j >= i) acc[i * ld_acc + j] += A(t[i * cols + j]);
   });
 }
 
-/// acc (float64, executor memory) += the rows x cols result of `call(dst, ld, beta)`
-/// computed in T: straight into acc for double (beta = 1), through the T scratch for float.
-/// `upper`: only the upper triangle is meaningful (a SYRK), so only it is added.
-template <class X, class T, class Call>
-void accumulate(X& x, double* acc, i64 rows, i64 cols, i64 ld_acc, Buf<X, T>& tmp, Call&& call,
-                bool upper = false) {
-  if constexpr (std::is_same_v<T, double>) {
+/// acc (element type A, executor memory) += the rows x cols result of `call(dst, ld, beta)`
+/// computed in T: straight into acc when A is T (beta = 1), else through the T scratch.
+/// `upper`: only the upper triangle is meaningful (a SYRK), so only it is added. The
+/// results of the Fisher passes accumulate in their own dtype (a float32 result has no
+/// float64 shadow: each chunk's BLAS sums are added in float32).
+template <class X, class T, class A, class Call>
+void accumulate(X& x, A* acc, i64 rows, i64 cols, i64 ld_acc, Buf<X, T>& tmp, Call&& call, bool upper = false) {
+  if constexpr (std::is_same_v<T, A>) {
     call(acc, ld_acc, T(1));
   } else {
     tmp.resize(rows * cols);
@@ -194,8 +196,8 @@ void augmented(X& x, const T* A, i64 lda, i64 n, i64 ni, bool bias, int power, B
 /// One layer's diagonal-shaped sums: acc[u ni + j] += sum_s w[s,u] B[s,j] for j < ni, and
 /// acc[no ni + u] += sum_s w[s,u] B[s,ni] for the bias column (when k > ni). w: n x no (row
 /// stride ldw), B: n x k. Two GEMMs (the bias column is its own GEMM with one column).
-template <class X, class T>
-void accumulate_diag(X& x, double* acc, const T* w, i64 ldw, i64 no, const T* B, i64 n, i64 ni, i64 k,
+template <class X, class T, class A>
+void accumulate_diag(X& x, A* acc, const T* w, i64 ldw, i64 no, const T* B, i64 n, i64 ni, i64 k,
                      Buf<X, T>& tmp) {
   accumulate<X, T>(x, acc, no, ni, ni, tmp, [&](auto* dst, i64 ld, T beta) {
     x.gemm(true, false, no, ni, n, T(1), w, ldw, B, k, beta, dst, ld);
@@ -206,19 +208,19 @@ void accumulate_diag(X& x, double* acc, const T* w, i64 ldw, i64 no, const T* B,
     });
 }
 
-/// Zeroed float64 accumulator of `size` values in executor memory.
-template <class X>
-double* zeroed(X& x, Buf<X, double>& acc, i64 size) {
-  acc.resize(size);
-  double* p = acc.data();
-  x.for_each(size, [=] FISHERKIT_LAMBDA(i64 i) { p[i] = 0.0; });
-  return p;
+/// p[0 .. n) = 0 (nothing when p is null).
+template <class X, class A>
+void zero(X& x, A* p, i64 n) {
+  if (p) x.for_each(n, [=] FISHERKIT_LAMBDA(i64 i) { p[i] = A(0); });
 }
 
-/// p[0 .. n) = 0 (nothing when p is null).
-template <class X>
-void zero(X& x, double* p, i64 n) {
-  if (p) x.for_each(n, [=] FISHERKIT_LAMBDA(i64 i) { p[i] = 0.0; });
+/// Zeroed accumulator of `size` values in executor memory (acc: a Buf of any element type).
+template <class X, class B>
+std::remove_pointer_t<decltype(std::declval<B&>().data())>* zeroed(X& x, B& acc, i64 size) {
+  acc.resize(size);
+  auto* p = acc.data();
+  zero(x, p, size);
+  return p;
 }
 
 /// dst[0 .. n) = src[0 .. n) (executor memory).
@@ -228,8 +230,8 @@ void copy_values(X& x, T* dst, const T* src, i64 n) {
 }
 
 /// out[i] = T(acc[i] * scale), i < size.
-template <class X, class T>
-void emit_scaled(X& x, const double* acc, double scale, VectorView<T> out, i64 size) {
+template <class X, class T, class A>
+void emit_scaled(X& x, const A* acc, double scale, VectorView<T> out, i64 size) {
   x.for_each(size, [=] FISHERKIT_LAMBDA(i64 i) { out[i] = T(acc[i] * scale); });
 }
 

@@ -209,8 +209,9 @@ void variance_sum_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<con
       (4 * sum_widths(mlp) + (need_t ? 3 : 1) * C * sum_widths(mlp) + 4 * C * mw + 3 * mw +
        (need_t ? 3 * mw * mw : 0) + 4 * C), shape == Shape::unit ? 4 : 1);
   check_values(x, mlp, Xm);
-  Buf<X, double> own(x), cache(x);
-  double* acc = result_accumulator(x, out, size, own);
+  Buf<X, T> own(x);
+  Buf<X, double> cache(x);
+  T* acc = result_accumulator(x, out, size, own);
   Forward<X, T> f(x, L);
   Columns<X, T> cols(x, L);
   HessianDiagonals<X, T> hd(x, need_t ? L : 0);
