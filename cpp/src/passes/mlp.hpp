@@ -9,17 +9,11 @@ namespace fisherkit::passes {
 /// Rows of parameter-gradient form: for each of `rows` backward rows r (row r of sample
 /// r / M), the layer's block D_l[r] (x) abar_{r / M} written at
 /// base + (r / M) ld + (r % M) mstride: weights u * ni + j, then the biases (when `bias`).
+/// `stream`: the rows are a result for the caller (not read again by the pass).
 template <class X, class T>
 void outer_rows(X& x, T* base, i64 ld, i64 M, i64 mstride, const T* Dl, i64 rows, i64 no, const T* A, i64 lda,
-                i64 ni, bool bias) {
-  x.for_2d(rows * no, ni, [=] FISHERKIT_LAMBDA(i64 q, i64 j) {
-    const i64 r = q / no, u = q % no, s = r / M;
-    base[s * ld + (r % M) * mstride + u * ni + j] = Dl[q] * A[s * lda + j];
-  });
-  if (bias)
-    x.for_2d(rows, no, [=] FISHERKIT_LAMBDA(i64 r, i64 u) {
-      base[(r / M) * ld + (r % M) * mstride + no * ni + u] = Dl[r * no + u];
-    });
+                i64 ni, bool bias, bool stream = false) {
+  x.outer_rows(base, ld, M, mstride, Dl, rows, no, A, lda, ni, bias, stream);
 }
 
 /// acc (layer l's P_l values, float64) += sum over the n rows r of D_l[r] (x) abar_r: the
@@ -125,7 +119,7 @@ void per_sample_grads_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView
     residual_rows(x, head, f.h(), y.rows_slice(s0, n), D.data(), 1, 0, static_cast<T*>(nullptr), n, C);
     backward(x, mlp, f, D, buf, 1, [&](i64 l, const T* Dl) {
       outer_rows(x, out.row(s0) + mlp.param_offset(l), out.row_stride, 1, 0, Dl, n, mlp.widths()[l], f.act(l - 1),
-                 f.act_ld(mlp, l - 1), mlp.widths()[l - 1], mlp.has_bias(l));
+                 f.act_ld(mlp, l - 1), mlp.widths()[l - 1], mlp.has_bias(l), true);
     });
   });
 }
@@ -177,7 +171,7 @@ void output_jacobian_pass(X& x, const Mlp<T>& mlp, MatrixView<const T> Xm, Matri
     x.for_2d(n * C, C, [=] FISHERKIT_LAMBDA(i64 r, i64 c) { dp[r * C + c] = r % C == c ? T(1) : T(0); });
     backward(x, mlp, f, D, buf, C, [&](i64 l, const T* Dl) {
       outer_rows(x, out.row(s0) + mlp.param_offset(l), out.row_stride, C, P, Dl, n * C, mlp.widths()[l],
-                 f.act(l - 1), f.act_ld(mlp, l - 1), mlp.widths()[l - 1], mlp.has_bias(l));
+                 f.act(l - 1), f.act_ld(mlp, l - 1), mlp.widths()[l - 1], mlp.has_bias(l), true);
     });
   });
 }
