@@ -27,6 +27,10 @@ def _check_activation(name: str, where: str) -> str:
     return name
 
 
+# values of one parameter array that MLP.fingerprint hashes at most
+FINGERPRINT_VALUES = 1 << 16
+
+
 class MLP:
     """A multilayer perceptron with an exponential-family head.
 
@@ -295,13 +299,18 @@ class MLP:
 
     def fingerprint(self) -> str:
         """A digest of everything the model computes with: architecture, activations, head,
-        sigma, dtype and every parameter value. Results carry it so that ``merge`` refuses to
-        combine estimates of different models."""
+        sigma, dtype and the parameter values. Results carry it so that ``merge`` refuses to
+        combine estimates of different models. Arrays of up to FINGERPRINT_VALUES values are
+        hashed whole; a larger array by an evenly strided sample of about that many values
+        (so that a Fisher call on a large model, or on the GPU, does not hash or transfer
+        every weight): any change of all weights, as a training step makes, changes it."""
         h = hashlib.blake2b(digest_size=16)
         h.update(repr((self.sizes, self._activations, self._head, self._sigma, self._dtype.str,
                        [b is not None for b in self._biases])).encode())
         for a in self._weights + [b for b in self._biases if b is not None]:
-            h.update(memoryview(np.ascontiguousarray(_host(a))).cast("B"))
+            flat = a.reshape(-1)
+            step = -(-flat.size // FINGERPRINT_VALUES)
+            h.update(memoryview(np.ascontiguousarray(_host(flat[::step]))).cast("B"))
         return h.hexdigest()
 
     def flat_params(self) -> Any:

@@ -357,3 +357,16 @@ def test_merge_refuses_results_that_do_not_belong_together():
     e1 = fisherkit.fisher(model, X[:10], seed=1)
     e2 = fisherkit.fisher(model, X[10:], index_offset=10, seed=2)
     np.testing.assert_allclose(e1.merge(e2).values, fisherkit.fisher(model, X).values, rtol=1e-14)
+
+
+def test_fingerprint_of_large_arrays_samples_but_sees_a_training_step():
+    from fisherkit.model import FINGERPRINT_VALUES
+
+    model = fisherkit.MLP.init([400, 300, 3], "tanh", "categorical", seed=1)  # 120000 weights > the sample
+    assert model.layers[0][0].size > FINGERPRINT_VALUES
+    same = model.copy()
+    assert same.fingerprint() == model.fingerprint()
+    X = np.random.default_rng(0).standard_normal((8, 400))
+    _, g = model.gradient(X, np.zeros(8, int))
+    same.set_flat_params(same.flat_params() - 0.1 * g)   # one SGD step changes every weight
+    assert same.fingerprint() != model.fingerprint()

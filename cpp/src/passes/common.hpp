@@ -39,11 +39,22 @@ template <class X, class T>
 void check_finite(X& x, MatrixView<const T> m, const char* name) {
   const i64 cols = m.cols;
   if (m.rows == 0 || cols == 0) return;
-  const i64 bad = x.first_if(m.rows * cols, [=] FISHERKIT_LAMBDA(i64 i) {
-    return !detail::fk_isfinite(m(i / cols, i % cols));
+  // a search over rows, each row scanned by a branch-free loop (vectorised where the columns
+  // are contiguous); the column of the first bad row is found only when there is one
+  const i64 bad = x.first_if(m.rows, [=] FISHERKIT_LAMBDA(i64 r) {
+    const T* p = m.row(r);
+    const i64 cs = m.col_stride;
+    int nonfinite = 0;
+    if (cs == 1) {
+      for (i64 j = 0; j < cols; ++j) nonfinite |= !detail::fk_isfinite(p[j]);
+    } else {
+      for (i64 j = 0; j < cols; ++j) nonfinite |= !detail::fk_isfinite(p[j * cs]);
+    }
+    return nonfinite != 0;
   });
-  FISHERKIT_CHECK(bad < 0, "argument '", name, "' contains NaN or Inf (first at [", bad / cols, ", ",
-                  bad % cols, "])");
+  if (bad < 0) return;
+  const i64 col = x.first_if(cols, [=] FISHERKIT_LAMBDA(i64 j) { return !detail::fk_isfinite(m(bad, j)); });
+  FISHERKIT_CHECK(false, "argument '", name, "' contains NaN or Inf (first at [", bad, ", ", col, "])");
 }
 
 template <class X, class V>
