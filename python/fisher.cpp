@@ -40,6 +40,27 @@ void bind(py::module_& m) {
       py::arg("layers") = std::vector<std::int64_t>{});
 
   m.def(
+      "fisher_workspace",
+      [](py::sequence Ws, py::sequence bs, const std::vector<std::string>& acts, py::handle X,
+         const std::string& estimator, const std::string& shape, std::int64_t samples, std::int64_t chunk,
+         std::vector<std::int64_t> layers) {
+        const ArrayInfo xi = array_info(X, "X");
+        return with_mlp(Ws, bs, acts, xi, [&](const auto& mlp, auto x) {
+          FisherOptions opt;
+          opt.estimator = parse_estimator(estimator);
+          opt.shape = parse_shape(shape);
+          opt.samples = samples;
+          opt.chunk = chunk;
+          opt.layers = layers;
+          return fisher_workspace_bytes(mlp, opt, x.rows);
+        });
+      },
+      py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("X"), py::arg("estimator"),
+      py::arg("shape"), py::arg("samples"), py::arg("chunk"), py::arg("layers") = std::vector<std::int64_t>{},
+      "Bytes of workspace fisher() allocates besides its result for these options and X's rows (host "
+      "executor): the float64 accumulator of a float32 result and one chunk's buffers.");
+
+  m.def(
       "output_hessians",
       [](py::sequence Ws, py::sequence bs, const std::vector<std::string>& acts, py::handle X, py::handle out,
          std::int64_t chunk, py::object progress) {

@@ -6,6 +6,8 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <new>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -13,6 +15,8 @@
 #include "../blas.hpp"
 #include "../parallel.hpp"
 #include "../simd.hpp"
+#include "fisherkit/error.hpp"
+#include "fisherkit/monitor.hpp"
 #include "fisherkit/view.hpp"
 
 namespace fisherkit::cpu {
@@ -128,6 +132,7 @@ class HostExec {
       }
       if (np > 0) syrk_into(blk, k, np, T(1), pos.data(), tmp);
       if (nn > 0) syrk_into(blk, k, nn, T(-1), neg.data(), tmp);
+      detail::poll();  // a chunk of wide units takes seconds: Ctrl-C is checked per unit
     }
   }
 

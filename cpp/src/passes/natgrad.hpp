@@ -267,6 +267,7 @@ double unit_statistics_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixVie
         augmented(x, A, lda, n, ni, bias, 1, B);
         x.unit_gram(st.blocks.data, g2, no, no, static_cast<const T*>(B.data()), n, k);
       }
+      detail::poll();
     }
   });
   for (i64 l = 1; l <= L; ++l) {  // the symmetric sums were accumulated in their upper triangles
@@ -277,8 +278,20 @@ double unit_statistics_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixVie
     if (st.blocks.data)
       x.emit_symmetric(st.blocks.data, 1.0, st.blocks, 0, lay.unit_width(l), w[l]);
   }
+  for (i64 l = 1; l <= L; ++l) {  // an overflow in any sum is an error, not a step of NaN
+    const UnitStats<T>& st = stats[static_cast<size_t>(l - 1)];
+    const std::string what = "the unit statistics of layer " + std::to_string(l - 1);
+    for (const VectorView<double>& v : {st.g2_sum, st.b2_sum, st.x_sum, st.x_sq, st.blocks})
+      if (v.data) check_emitted(x, static_cast<const double*>(v.data), v.size, 1, v.stride, 1, what.c_str());
+    for (const MatrixView<double>& m : {st.x_gram, st.qd1, st.qd2})
+      if (m.data)
+        check_emitted(x, static_cast<const double*>(m.data), m.rows, m.cols, m.row_stride, m.col_stride, what.c_str());
+  }
   if (!want_grad) return 0.0;
   emit_scaled(x, gacc, 1.0 / double(N), grad, P);
+  check_emitted(x, static_cast<const T*>(grad.data), P, 1, grad.stride, 1, "the gradient");
+  FISHERKIT_CHECK(detail::fk_isfinite(loss), "the mean negative log-likelihood overflows float64 summed over the ",
+                  N, " inputs");
   return loss / double(N);
 }
 
