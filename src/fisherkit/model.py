@@ -147,7 +147,7 @@ class MLP:
         """
         if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
             raise TypeError(f"argument 'sizes' must be a list of layer widths, got {type(sizes).__name__}")
-        sizes = [as_int(s, "sizes", minimum=1) for s in sizes]
+        sizes = [as_int(s, "sizes", minimum=1, maximum=2**31 - 1) for s in sizes]
         if len(sizes) < 2:
             raise ValueError(f"argument 'sizes' must list at least 2 positive widths, got {sizes}")
         n = len(sizes) - 1

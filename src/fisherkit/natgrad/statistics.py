@@ -200,7 +200,8 @@ def curvature_and_gradient(model: MLP, X: Any, y: Any, *, method: str, estimator
     check_method(method)
     if method == "full":
         loss, g = model.gradient(X, y)
-        return curvature(model, X, method=method, estimator=estimator, y=y, samples=samples, seed=seed), loss, g
+        labels = y if estimator == "empirical" else None  # y is for the gradient; the metric may not use it
+        return curvature(model, X, method=method, estimator=estimator, y=labels, samples=samples, seed=seed), loss, g
     model = check_model(model, host_only=True, what="natural gradients")
     check_estimator(estimator)
     samples = as_samples(samples)
