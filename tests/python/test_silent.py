@@ -656,3 +656,13 @@ def test_to_torch_round_trip(dtype, rng):
     np.testing.assert_array_equal(back.flat_params(), m.flat_params())
     with pytest.raises(ValueError, match="activation 'erf' of layer 0 has no torch.nn module"):
         fisherkit.MLP.init([2, 3, 1], "erf", "gaussian").to_torch()
+
+
+def test_report_of_a_bias_free_model(tmp_path, rng):
+    pytest.importorskip("matplotlib")
+    m = fisherkit.MLP.init([5, 8, 3], seed=0, bias=[False, True])
+    X = rng.standard_normal((120, 5))
+    y = rng.integers(0, 3, 120)
+    fisherkit.report(m, X, y, out=tmp_path / "rep", max_seconds=8, quiet=True)
+    with np.load(tmp_path / "rep" / "results.npz") as z:
+        assert int(z["model/layer_params"].sum()) == m.n_params == 5 * 8 + 8 * 3 + 3
