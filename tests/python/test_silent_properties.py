@@ -4,6 +4,7 @@ documented exception naming the argument, or a finite result (issue 12)."""
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -75,14 +76,19 @@ def _names(exc: BaseException, name: str) -> bool:
     return f"'{name}'" in str(exc)
 
 
+def _refused(table: dict, name: str, data: Any, values: Any, exc: type) -> None:
+    """A call of `table[name]` with a value drawn from `values` raises `exc` naming `name`."""
+    call = data.draw(st.sampled_from(table[name]))
+    value = data.draw(values)
+    with pytest.raises(exc) as info:
+        call(value)
+    assert _names(info.value, name), str(info.value)
+
+
 @settings(max_examples=40)
 @given(st.sampled_from(sorted(INTEGER_ARGS)), st.data())
 def test_integer_arguments_take_integers_only(name, data):
-    call = data.draw(st.sampled_from(INTEGER_ARGS[name]))
-    value = data.draw(not_integers)
-    with pytest.raises(TypeError) as info:
-        call(value)
-    assert _names(info.value, name), str(info.value)
+    _refused(INTEGER_ARGS, name, data, not_integers, TypeError)
 
 
 @settings(max_examples=40)
@@ -103,21 +109,14 @@ def test_integer_arguments_out_of_range_are_value_errors(name, data):
 @settings(max_examples=30)
 @given(st.sampled_from(sorted(REAL_ARGS)), st.data())
 def test_real_arguments_take_real_numbers_only(name, data):
-    call = data.draw(st.sampled_from(REAL_ARGS[name]))
-    value = data.draw(not_reals)
-    with pytest.raises(TypeError) as info:
-        call(value)
-    assert _names(info.value, name), str(info.value)
+    _refused(REAL_ARGS, name, data, not_reals, TypeError)
 
 
 @settings(max_examples=30)
 @given(st.sampled_from(sorted(REAL_ARGS)), st.data())
 def test_real_arguments_non_finite_or_negative_are_value_errors(name, data):
-    call = data.draw(st.sampled_from(REAL_ARGS[name]))
-    value = data.draw(st.sampled_from([float("nan"), float("inf"), -float("inf"), -1.0, -1e-300]))
-    with pytest.raises(ValueError) as info:
-        call(value)
-    assert _names(info.value, name), str(info.value)
+    _refused(REAL_ARGS, name, data, st.sampled_from([float("nan"), float("inf"), -float("inf"), -1.0, -1e-300]),
+             ValueError)
 
 
 def _buffer(a: np.ndarray, how: str) -> np.ndarray:
