@@ -185,6 +185,6 @@ def as_real(value: Any, name: str, *, minimum: float | None = None, strict: bool
     return v
 
 
-def check_damping(damping: Any) -> float:
-    """Tikhonov damping: a finite real number >= 0."""
-    return as_real(damping, "damping", minimum=0.0)
+def check_damping(damping: Any, strict: bool = False) -> float:
+    """Tikhonov damping: a finite real number >= 0 (> 0 when strict)."""
+    return as_real(damping, "damping", minimum=0.0, strict=strict)

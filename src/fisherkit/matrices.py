@@ -180,7 +180,6 @@ def _cholesky_solve(blocks: Any, rhs: Any, damping: float, what: str) -> Any:
     return x
 
 
-_check_damping = check_damping
 
 class Dense(FisherMatrix):
     """The full P x P matrix."""
@@ -210,13 +209,13 @@ class Dense(FisherMatrix):
 
     def solve(self, v: Any, damping: float = 0.0) -> Any:
         v = self._check_vector(v)
-        damping = _check_damping(damping)
+        damping = check_damping(damping)
         rhs = v if v.ndim == 2 else v[:, None]
         x = _cholesky_solve(self.matrix[None], rhs[None], damping, "block")[0]
         return x if v.ndim == 2 else x[:, 0]
 
     def inverse(self, damping: float = 0.0) -> Any:
-        damping = _check_damping(damping)
+        damping = check_damping(damping)
         xp = self.xp
         return _cholesky_solve(self.matrix[None], xp.eye(self.n_params, dtype=self.dtype)[None], damping, "block")[0]
 
@@ -301,7 +300,7 @@ class LayerBlocks(FisherMatrix):
     def solve(self, v: Any, damping: float = 0.0) -> Any:
         self._whole("solve()")
         v = self._check_vector(v)
-        damping = _check_damping(damping)
+        damping = check_damping(damping)
         parts = []
         for l, ((a, b), B) in zip(self.layers, zip(self._offsets(), self._blocks)):
             rhs = v[a:b] if v.ndim == 2 else v[a:b, None]
@@ -311,7 +310,7 @@ class LayerBlocks(FisherMatrix):
 
     def inverse(self, damping: float = 0.0) -> list[Any]:
         """Per layer, the inverse of (block + damping I)."""
-        damping = _check_damping(damping)
+        damping = check_damping(damping)
         xp = self.xp
         return [_cholesky_solve(B[None], xp.eye(B.shape[0], dtype=self.dtype)[None], damping,
                                 f"layer {l}, block")[0] for l, B in zip(self.layers, self._blocks)]
@@ -376,7 +375,7 @@ class UnitBlocks(FisherMatrix):
 
     def solve(self, v: Any, damping: float = 0.0) -> Any:
         v = self._check_vector(v)
-        damping = _check_damping(damping)
+        damping = check_damping(damping)
         parts = []
         for l, (B, vv) in enumerate(zip(self._blocks, self._gather(v))):
             rhs = vv if v.ndim == 2 else vv[..., None]
@@ -386,7 +385,7 @@ class UnitBlocks(FisherMatrix):
 
     def inverse(self, damping: float = 0.0) -> list[Any]:
         """Per layer, the inverses of the damped unit blocks (n_l, k, k)."""
-        damping = _check_damping(damping)
+        damping = check_damping(damping)
         xp = self.xp
         out = []
         for l, B in enumerate(self._blocks):
@@ -434,7 +433,7 @@ class Diagonal(FisherMatrix):
 
     def solve(self, v: Any, damping: float = 0.0) -> Any:
         v = self._check_vector(v)
-        damping = _check_damping(damping)
+        damping = check_damping(damping)
         d = self.values + damping
         if not bool((d > 0).all()):
             bad = int(self.xp.argmin(d))

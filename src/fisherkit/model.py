@@ -355,7 +355,7 @@ class MLP:
         h.update(repr((self.sizes, self._activations, self._head, self._sigma, self._dtype.str,
                        [b is not None for b in self._biases])).encode())
         for a in self._weights + [b for b in self._biases if b is not None]:
-            h.update(np.ascontiguousarray(_host(a)).tobytes())
+            h.update(memoryview(np.ascontiguousarray(_host(a))).cast("B"))
         return h.hexdigest()
 
     def flat_params(self) -> Any:
