@@ -100,6 +100,10 @@ class Adam(_Optimizer):
         return self.lr * mhat / (np.sqrt(vhat) + self.eps)
 
 
+# curvature_every by default, per method (the rest: 1); see NaturalGradient
+CURVATURE_EVERY = {"unit-correlated": 5}
+
+
 class NaturalGradient(_Optimizer):
     """Natural-gradient descent ``theta <- theta - lr (F~ + damping I)^-1 g``.
 
@@ -107,13 +111,19 @@ class NaturalGradient(_Optimizer):
     ``ema`` in (0, 1] is the weight of the newest batch in a running average of the
     curvature statistics (1: use the current batch only). ``curvature_every`` recomputes
     the statistics every k steps (in between the last average is reused, as K-FAC does).
+    Its default (None) is 1, except for ``unit-correlated``, whose statistics include an
+    eigendecomposition of each layer's input covariance: 5 there (``CURVATURE_EVERY``). On
+    digits (64-128-128-10 tanh, batch 256, 20 epochs; ``benchmarks/bench_natgrad.py --part
+    refresh``) k = 5 ended within 3% of k = 1's training loss (0.0159 against 0.0154) at
+    a third of the cost per step (80 against 225 ms); k = 10 was 17% worse and k = 20
+    diverged.
     ``curvature_batch`` caps the number of rows of each batch used for the statistics (the
     first rows; None: all).
     """
 
     def __init__(self, model: MLP, lr: float, method: str = "unit-meanfield", damping: float = 1e-3,
                  ema: float = 1.0, *, estimator: str = "exact", samples: int = 1, seed: int | None = 0,
-                 curvature_every: int = 1, curvature_batch: int | None = None) -> None:
+                 curvature_every: int | None = None, curvature_batch: int | None = None) -> None:
         super().__init__(model, lr)
         self.method = check_method(method)
         self.damping = check_damping(damping)
@@ -124,6 +134,8 @@ class NaturalGradient(_Optimizer):
         self.ema = ema
         self.samples = as_samples(samples)
         self.seed = as_seed(seed)
+        if curvature_every is None:
+            curvature_every = CURVATURE_EVERY.get(self.method, 1)
         self.curvature_every = as_int(curvature_every, "curvature_every", minimum=1)
         self.curvature_batch = None if curvature_batch is None else as_int(curvature_batch, "curvature_batch",
                                                                             minimum=1)
