@@ -214,6 +214,21 @@ struct CudaExec {
     check_cuda(cudaGetLastError(), "a fisherkit kernel launch");
   }
 
+  /// Rows of parameter-gradient form (see the host executor's outer_rows); `stream` is a
+  /// host cache hint.
+  template <class T>
+  void outer_rows(T* base, std::int64_t ld, std::int64_t M, std::int64_t mstride, const T* D, std::int64_t rows,
+                  std::int64_t no, const T* A, std::int64_t lda, std::int64_t ni, bool bias, bool /*stream*/) {
+    for_2d(rows * no, ni, [=] __host__ __device__(std::int64_t q, std::int64_t j) {
+      const std::int64_t r = q / no, u = q % no, s = r / M;
+      base[s * ld + (r % M) * mstride + u * ni + j] = D[q] * A[s * lda + j];
+    });
+    if (bias)
+      for_2d(rows, no, [=] __host__ __device__(std::int64_t r, std::int64_t u) {
+        base[(r / M) * ld + (r % M) * mstride + no * ni + u] = D[r * no + u];
+      });
+  }
+
   template <class Term, class Store>
   void for_2d_sum(std::int64_t rows, std::int64_t cols, std::int64_t terms, Term term, Store store) {
     if (rows <= 0 || cols <= 0) return;

@@ -18,6 +18,7 @@
 #include "../simd.hpp"
 #include "fisherkit/error.hpp"
 #include "fisherkit/monitor.hpp"
+#include "stream.hpp"
 #include "fisherkit/view.hpp"
 
 namespace fisherkit::cpu {
@@ -113,6 +114,26 @@ class HostExec {
         for (std::int64_t j = 0; j < cols; ++j) a[j] += term(r, t, j);
       for (std::int64_t j = 0; j < cols; ++j) store(r, j, a[j]);
     });
+  }
+
+  /// Rows of parameter-gradient form: for each backward row r (of sample s = r / M), the
+  /// layer's block D[r] (x) abar_s at base + s ld + (r % M) mstride (weights u ni + j, then
+  /// the biases when `bias`). With `stream` (a result the caller reads later, such as
+  /// per-sample gradients) the weight rows go out by non-temporal stores.
+  template <class T>
+  void outer_rows(T* base, std::int64_t ld, std::int64_t M, std::int64_t mstride, const T* D, std::int64_t rows,
+                  std::int64_t no, const T* A, std::int64_t lda, std::int64_t ni, bool bias, bool stream) {
+    if (rows <= 0 || no <= 0) return;
+    detail::parallel_for(rows, no * (ni + 1), [&](std::int64_t r) {
+      const std::int64_t s = r / M;
+      T* row = base + s * ld + (r % M) * mstride;
+      const T* a = A + s * lda;
+      const T* d = D + r * no;
+      for (std::int64_t u = 0; u < no; ++u) scaled_row(row + u * ni, d[u], a, ni, stream);
+      if (bias)
+        for (std::int64_t u = 0; u < no; ++u) row[no * ni + u] = d[u];
+    });
+    if (stream) store_fence();
   }
 
   /// The smallest i in [0, n) with pred(i), or -1.

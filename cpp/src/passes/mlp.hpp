@@ -9,17 +9,37 @@ namespace fisherkit::passes {
 /// Rows of parameter-gradient form: for each of `rows` backward rows r (row r of sample
 /// r / M), the layer's block D_l[r] (x) abar_{r / M} written at
 /// base + (r / M) ld + (r % M) mstride: weights u * ni + j, then the biases (when `bias`).
+/// `stream`: the rows are a result for the caller (not read again by the pass).
+/// The outer products D_l[r] (x) abar_{r / M} that outer_rows writes are finite: checked on
+/// the factors, not by reading the streamed rows back. Their largest entry is exactly
+/// max|D_l[r]| * max|abar| (rounded once, as the product itself is), so it overflows iff
+/// one product does. rows = n M rows of D_l (no values each); the input row is row0 + r / M.
+template <class X, class T>
+void check_outer_rows(X& x, const T* Dl, i64 rows, i64 M, i64 no, const T* A, i64 lda, i64 ni, i64 row0,
+                      const char* what) {
+  const i64 bad = x.first_if(rows, [=] FISHERKIT_LAMBDA(i64 r) {
+    T d = T(0), a = T(1);  // the bias column's input is 1
+    for (i64 u = 0; u < no; ++u) {
+      const T v = detail::fk_abs(Dl[r * no + u]);
+      if (!detail::fk_isfinite(v)) return true;
+      d = v > d ? v : d;
+    }
+    for (i64 j = 0; j < ni; ++j) {
+      const T v = detail::fk_abs(A[(r / M) * lda + j]);
+      if (!detail::fk_isfinite(v)) return true;
+      a = v > a ? v : a;
+    }
+    return !detail::fk_isfinite(d * a);
+  });
+  FISHERKIT_CHECK(bad < 0, what, " overflows ", type_name<T>(), " at input row ", row0 + bad / M,
+                  " (finite inputs and weights, but too large for this computation; rescale the inputs or the "
+                  "weights", sizeof(T) == 4 ? ", or use a float64 model)" : ")");
+}
+
 template <class X, class T>
 void outer_rows(X& x, T* base, i64 ld, i64 M, i64 mstride, const T* Dl, i64 rows, i64 no, const T* A, i64 lda,
-                i64 ni, bool bias) {
-  x.for_2d(rows * no, ni, [=] FISHERKIT_LAMBDA(i64 q, i64 j) {
-    const i64 r = q / no, u = q % no, s = r / M;
-    base[s * ld + (r % M) * mstride + u * ni + j] = Dl[q] * A[s * lda + j];
-  });
-  if (bias)
-    x.for_2d(rows, no, [=] FISHERKIT_LAMBDA(i64 r, i64 u) {
-      base[(r / M) * ld + (r % M) * mstride + no * ni + u] = Dl[r * no + u];
-    });
+                i64 ni, bool bias, bool stream = false) {
+  x.outer_rows(base, ld, M, mstride, Dl, rows, no, A, lda, ni, bias, stream);
 }
 
 /// acc (layer l's P_l values, float64) += sum over the n rows r of D_l[r] (x) abar_r: the
@@ -131,11 +151,11 @@ void per_sample_grads_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView
     check_result_rows(x, static_cast<const T*>(D.data()), n, C, C, s0, "the head's residual (mean minus label)");
     backward(x, mlp, f, D, buf, 1, [&](i64 l, const T* Dl) {
       outer_rows(x, out.row(s0) + mlp.param_offset(l), out.row_stride, 1, 0, Dl, n, mlp.widths()[l], f.act(l - 1),
-                 f.act_ld(mlp, l - 1), mlp.widths()[l - 1], mlp.has_bias(l));
+                 f.act_ld(mlp, l - 1), mlp.widths()[l - 1], mlp.has_bias(l), true);
+      check_outer_rows(x, Dl, n, 1, mlp.widths()[l], f.act(l - 1), f.act_ld(mlp, l - 1), mlp.widths()[l - 1], s0,
+                       "the per-sample gradient");
       detail::poll();
     });
-    check_result_rows(x, static_cast<const T*>(out.row(s0)), n, mlp.n_params(), out.row_stride, s0,
-                      "the per-sample gradient");
   });
 }
 
@@ -192,9 +212,10 @@ void output_jacobian_pass(X& x, const Mlp<T>& mlp, MatrixView<const T> Xm, Matri
     x.for_2d(n * C, C, [=] FISHERKIT_LAMBDA(i64 r, i64 c) { dp[r * C + c] = r % C == c ? T(1) : T(0); });
     backward(x, mlp, f, D, buf, C, [&](i64 l, const T* Dl) {
       outer_rows(x, out.row(s0) + mlp.param_offset(l), out.row_stride, C, P, Dl, n * C, mlp.widths()[l],
-                 f.act(l - 1), f.act_ld(mlp, l - 1), mlp.widths()[l - 1], mlp.has_bias(l));
+                 f.act(l - 1), f.act_ld(mlp, l - 1), mlp.widths()[l - 1], mlp.has_bias(l), true);
+      check_outer_rows(x, Dl, n * C, C, mlp.widths()[l], f.act(l - 1), f.act_ld(mlp, l - 1), mlp.widths()[l - 1], s0,
+                       "the output Jacobian");
     });
-    check_result_rows(x, static_cast<const T*>(out.row(s0)), n, C * P, out.row_stride, s0, "the output Jacobian");
   });
 }
 
