@@ -22,7 +22,7 @@ import numpy as np
 from ._backend import get_array_module
 from ._layout import Layout, layout_of, unit_index
 from ._loader import _core
-from ._validate import check_damping
+from ._validate import check_damping, check_fits
 
 __all__ = ["Provenance", "FisherMatrix", "Dense", "LayerBlocks", "UnitBlocks", "Diagonal", "unit_index"]
 
@@ -93,6 +93,13 @@ class FisherMatrix:
 
     def trace(self) -> float:
         return float(self.diagonal().sum())
+
+    def _dense_fits(self, max_bytes: int | None) -> None:
+        """to_dense() forms P x P values: refuse (MemoryError with the bytes) beyond the budget."""
+        P = self.n_params
+        check_fits(P * P * self.dtype.itemsize, f"to_dense() of {P} parameters (a {P} x {P} matrix)",
+                   f"keep the {type(self).__name__} and use mv, solve, diagonal or trace, which never form it",
+                   max_bytes)
 
     def frobenius(self) -> float:
         """Frobenius norm of the P x P matrix this object represents."""
@@ -190,7 +197,8 @@ class Dense(FisherMatrix):
     def _with_blocks(self, blocks: list[Any], n: int) -> "Dense":
         return Dense(blocks[0], self.sizes, n, self.estimator, **self._kw())
 
-    def to_dense(self) -> Any:
+    def to_dense(self, max_bytes: int | None = None) -> Any:
+        """The P x P matrix itself (no copy, so no budget to check)."""
         return self.matrix
 
     def diagonal(self) -> Any:
@@ -264,8 +272,11 @@ class LayerBlocks(FisherMatrix):
         sl = [self.layout.layer_slice(l) for l in self.layers]
         return [(s.start, s.stop) for s in sl]
 
-    def to_dense(self) -> Any:
+    def to_dense(self, max_bytes: int | None = None) -> Any:
+        """The P x P matrix (zeros outside the blocks); MemoryError beyond `max_bytes` (default:
+        half the available memory)."""
         self._whole("to_dense()")
+        self._dense_fits(max_bytes)
         xp = self.xp
         out = xp.zeros((self.n_params, self.n_params), dtype=self.dtype)
         for (a, b), B in zip(self._offsets(), self._blocks):
@@ -337,7 +348,10 @@ class UnitBlocks(FisherMatrix):
             out[xp.asarray(ix)] = p
         return out
 
-    def to_dense(self) -> Any:
+    def to_dense(self, max_bytes: int | None = None) -> Any:
+        """The P x P matrix (zeros outside the unit blocks); MemoryError beyond `max_bytes`
+        (default: half the available memory)."""
+        self._dense_fits(max_bytes)
         xp = self.xp
         out = xp.zeros((self.n_params, self.n_params), dtype=self.dtype)
         for ix, B in zip(self._index, self._blocks):
@@ -404,7 +418,10 @@ class Diagonal(FisherMatrix):
     def _with_blocks(self, blocks: list[Any], n: int) -> "Diagonal":
         return Diagonal(self.xp.concatenate(blocks), self.sizes, n, self.estimator, **self._kw())
 
-    def to_dense(self) -> Any:
+    def to_dense(self, max_bytes: int | None = None) -> Any:
+        """The P x P diagonal matrix; MemoryError beyond `max_bytes` (default: half the
+        available memory)."""
+        self._dense_fits(max_bytes)
         return self.xp.diag(self.values)
 
     def diagonal(self) -> Any:

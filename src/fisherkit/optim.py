@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import natgrad as _ng
-from ._validate import as_int, check_damping
+from ._validate import as_int, as_samples, as_seed, check_damping
 from .model import MLP
 from .natgrad.statistics import check_estimator, check_method
 
@@ -132,12 +132,13 @@ class NaturalGradient(_Optimizer):
         if not 0 < ema <= 1:
             raise ValueError(f"argument 'ema' must be in (0, 1], got {ema!r}")
         self.ema = ema
-        self.samples = int(samples)
-        self.seed = seed
+        self.samples = as_samples(samples)
+        self.seed = as_seed(seed)
         if curvature_every is None:
             curvature_every = CURVATURE_EVERY.get(self.method, 1)
         self.curvature_every = as_int(curvature_every, "curvature_every", minimum=1)
-        self.curvature_batch = None if curvature_batch is None else int(curvature_batch)
+        self.curvature_batch = None if curvature_batch is None else as_int(curvature_batch, "curvature_batch",
+                                                                            minimum=1)
         self.curvature: _ng.Curvature | None = None
 
     def step(self, X: Any, y: Any) -> float:
@@ -152,7 +153,9 @@ class NaturalGradient(_Optimizer):
         else:
             loss, g = self.model.gradient(X, y)
             if refresh:
-                Xs, ys = X[: self.curvature_batch], (None if y is None else y[: self.curvature_batch])
+                # the labels only for the empirical metric (the others warn that they ignore y)
+                ys = y[: self.curvature_batch] if y is not None and self.estimator == "empirical" else None
+                Xs = X[: self.curvature_batch]
                 self._absorb(_ng.curvature(self.model, Xs, method=self.method, estimator=self.estimator, y=ys,
                                            samples=self.samples, seed=self._seed()))
         d = _ng.natural_gradient(self.model, None, g, method=self.method, damping=self.damping,
@@ -162,7 +165,7 @@ class NaturalGradient(_Optimizer):
         return float(loss)
 
     def _seed(self) -> int | None:
-        return None if self.seed is None else int(self.seed) + self.steps
+        return None if self.seed is None else (self.seed + self.steps) % 2**64
 
     def _absorb(self, new: _ng.Curvature) -> None:
         self.curvature = new if self.curvature is None or self.ema == 1 else self.curvature.blend(new, self.ema)

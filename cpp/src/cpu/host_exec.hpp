@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <new>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -14,6 +16,8 @@
 #include "../blas.hpp"
 #include "../parallel.hpp"
 #include "../simd.hpp"
+#include "fisherkit/error.hpp"
+#include "fisherkit/monitor.hpp"
 #include "stream.hpp"
 #include "fisherkit/view.hpp"
 
@@ -57,7 +61,14 @@ class HostExec {
     Buf& operator=(Buf&&) noexcept = default;
     Buf(const Buf&) = delete;
     void resize(std::int64_t n) {
-      if (static_cast<size_t>(n) > v_.size()) v_.resize(static_cast<size_t>(n));
+      if (static_cast<size_t>(n) <= v_.size()) return;
+      try {
+        v_.resize(static_cast<size_t>(n));
+      } catch (const std::bad_alloc&) {  // name the bytes: a bare std::bad_alloc helps nobody
+        throw TooLarge("could not allocate " + std::to_string(double(n) * double(sizeof(T)) / double(1 << 20)) +
+                       " MiB of workspace (" + std::to_string(n) + " values of " + std::to_string(sizeof(T)) +
+                       " bytes); pass a smaller chunk, fewer samples or a smaller shape");
+      }
     }
     T* data() { return v_.data(); }
     const T* data() const { return v_.data(); }
@@ -189,6 +200,7 @@ class HostExec {
       }
       if (np > 0) syrk_into(blk, k, np, T(1), pos.data(), tmp);
       if (nn > 0) syrk_into(blk, k, nn, T(-1), neg.data(), tmp);
+      detail::poll();  // a chunk of wide units takes seconds: Ctrl-C is checked per unit
     }
   }
 

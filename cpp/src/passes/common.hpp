@@ -162,6 +162,83 @@ void for_chunks(i64 N, i64 chunk, Body&& body) {
   }
 }
 
+// ------------------------------------------------------------------ overflow
+
+/// p[0 .. n) = 0 (nothing when p is null).
+template <class X, class A>
+void zero(X& x, A* p, i64 n) {
+  if (p) x.for_each(n, [=] FISHERKIT_LAMBDA(i64 i) { p[i] = A(0); });
+}
+
+/// Index of the first NaN or Inf of p[0 .. n) (executor memory), or -1.
+template <class X, class T>
+i64 first_nonfinite(X& x, const T* p, i64 n) {
+  if (n <= 0) return -1;
+  return x.first_if(n, [=] FISHERKIT_LAMBDA(i64 i) { return !detail::fk_isfinite(p[i]); });
+}
+
+template <class T>
+constexpr const char* type_name() {
+  return sizeof(T) == 4 ? "float32" : "float64";
+}
+
+/// A per-input result: rows row0 .. row0 + n of `cols` values (row stride ld) computed from
+/// finite inputs and weights; a NaN or Inf among them is an overflow, named with the input
+/// row and the quantity (one pass over what the chunk wrote).
+template <class X, class T>
+void check_result_rows(X& x, const T* p, i64 n, i64 cols, i64 ld, i64 row0, const char* what,
+                       const char* row_name = "input row") {
+  if (n <= 0 || cols <= 0) return;
+  const i64 bad = x.first_if(n * cols, [=] FISHERKIT_LAMBDA(i64 i) {
+    return !detail::fk_isfinite(p[(i / cols) * ld + i % cols]);
+  });
+  FISHERKIT_CHECK(bad < 0, what, " overflows ", type_name<T>(), " at ", row_name, " ", row0 + bad / cols,
+                  " (finite inputs and weights, but too large for this computation; rescale the inputs or the "
+                  "weights", sizeof(T) == 4 ? ", or use a float64 model)" : ")");
+}
+
+/// The result emitted in T from a float64 accumulator: finite unless a sum beyond the range
+/// of float32 was rounded to it.
+template <class X, class T>
+void check_emitted(X& x, const T* p, i64 rows, i64 cols, i64 ld, i64 col_stride, const char* what) {
+  if (rows <= 0 || cols <= 0) return;
+  const i64 bad = x.first_if(rows * cols, [=] FISHERKIT_LAMBDA(i64 i) {
+    return !detail::fk_isfinite(p[(i / cols) * ld + (i % cols) * col_stride]);
+  });
+  FISHERKIT_CHECK(bad < 0, what, " exceeds the range of ", type_name<T>(), " (entry ", bad,
+                  " of the result); rescale the inputs or the weights, or use a float64 model");
+}
+
+/// for_chunks whose body adds the rows of each chunk into the accumulator `acc` of `size`
+/// values of A (executor memory). After each chunk, one pass over the accumulator (cheap
+/// beside the chunk's products) checks that it is finite; if not, the chunk runs again one
+/// row at a time into a scratch accumulator (`acc` points there meanwhile: the body must
+/// read it through the reference) to name the input row whose contribution overflowed.
+template <class X, class T, class A, class Body>
+void for_chunks_summed(X& x, i64 N, i64 chunk, A*& acc, i64 size, const char* what, Body&& body) {
+  Buf<X, A> single(x);
+  for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
+    body(s0, n);
+    if (first_nonfinite(x, static_cast<const A*>(acc), size) < 0) return;
+    A* const total = acc;
+    single.resize(size);
+    acc = single.data();
+    for (i64 r = s0; r < s0 + n; ++r) {
+      zero(x, acc, size);
+      body(r, 1);
+      if (first_nonfinite(x, static_cast<const A*>(acc), size) >= 0) {
+        acc = total;
+        FISHERKIT_CHECK(false, what, " overflows ", type_name<T>(), " at input row ", r,
+                        " (finite inputs and weights, but too large for this computation; rescale the inputs or "
+                        "the weights", sizeof(T) == 4 ? ", or use a float64 model)" : ")");
+      }
+    }
+    acc = total;
+    FISHERKIT_CHECK(false, what, " overflows ", type_name<A>(), " summed over input rows ", s0, " to ", s0 + n - 1,
+                    " (every row alone is finite); rescale the inputs or the weights");
+  });
+}
+
 // ------------------------------------------------------------------ accumulation
 
 /// acc[i / cols, i % cols] (leading dimension ld_acc) += t[i], i < rows * cols; only the
@@ -217,12 +294,6 @@ void accumulate_diag(X& x, A* acc, const T* w, i64 ldw, i64 no, const T* B, i64 
     accumulate<X, T>(x, acc + no * ni, no, 1, 1, tmp, [&](auto* dst, i64 ld, T beta) {
       x.gemm(true, false, no, 1, n, T(1), w, ldw, B + ni, k, beta, dst, ld);
     });
-}
-
-/// p[0 .. n) = 0 (nothing when p is null).
-template <class X, class A>
-void zero(X& x, A* p, i64 n) {
-  if (p) x.for_each(n, [=] FISHERKIT_LAMBDA(i64 i) { p[i] = A(0); });
 }
 
 /// Zeroed accumulator of `size` values in executor memory (acc: a Buf of any element type).

@@ -448,7 +448,7 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
   Hessian<X, T> H(x, hess ? L : 0);
   CrossLayer<X, T> cross(x);
   Buf<X, T> D(x), buf(x), scr(x), taubar(x), q(x), B(x), rows(x), tmp(x);
-  for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
+  for_chunks_summed<X, T>(x, N, chunk, acc, size, "the Fisher sum", [&](i64 s0, i64 n) {
     const MatrixView<const T> yc = empirical ? y.rows_slice(s0, n) : y;
     forward(x, mlp, Xm.rows_slice(s0, n), f, true, hess, s0);
     D.resize(n * M * C);
@@ -473,6 +473,7 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
         else
           x.unit_gram(acc + lay.offset(shape, l), static_cast<const T*>(q.data()), no, no,
                       static_cast<const T*>(B.data()), n, k);
+        detail::poll();
         return;
       }
       // layer / full: the Gram of the pseudo-gradient rows D_l (x) abar
@@ -514,9 +515,10 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
     for (i64 l = 1; l <= L; ++l)
       if (boff[static_cast<size_t>(l)] >= 0)
         x.emit_symmetric(acc, 1.0 / double(N), out, boff[static_cast<size_t>(l)], lay.layer_params(l), 1);
-    return;
+  } else {
+    emit_result(x, mlp, shape, acc, 1.0 / double(N), out);
   }
-  emit_result(x, mlp, shape, acc, 1.0 / double(N), out);
+  check_emitted(x, static_cast<const T*>(out.data), size, 1, out.stride, 1, "the Fisher matrix");
 }
 
 // ------------------------------------------------------------------ output Hessians
@@ -577,6 +579,7 @@ void output_hessians_pass(X& x, const Mlp<T>& mlp, MatrixView<const T> Xm, Matri
       }
       detail::poll();
     }
+    check_result_rows(x, static_cast<const T*>(out.row(s0)), n, C * P * P, out.row_stride, s0, "the output Hessian");
   });
 }
 

@@ -216,7 +216,7 @@ void variance_sum_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<con
   Columns<X, T> cols(x, L);
   HessianDiagonals<X, T> hd(x, need_t ? L : 0);
   Buf<X, T> gt(x), tt(x), weights(x), B(x), tmp(x);
-  for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
+  for_chunks_summed<X, T>(x, N, chunk, acc, size, "the variance sum", [&](i64 s0, i64 n) {
     forward(x, mlp, Xm.rows_slice(s0, n), f, true, need_t, s0);
     backward_columns(x, mlp, f, cols, need_t);
     if (need_t) hessian_diagonals(x, mlp, f, cols, hd);
@@ -242,9 +242,11 @@ void variance_sum_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<con
       else
         x.unit_gram(acc + lay.offset(shape, l), static_cast<const T*>(weights.data()), nl, nl,
                     static_cast<const T*>(B.data()), n, k);
+      detail::poll();
     }
   });
   emit_result(x, mlp, shape, acc, 1.0, out);
+  check_emitted(x, static_cast<const T*>(out.data), size, 1, out.stride, 1, "the variance sum");
 }
 
 /// norms[s] = |abar_s|^2 of a layer's augmented inputs.
@@ -291,6 +293,7 @@ void output_gram_pass(X& x, const Mlp<T>& mlp, MatrixView<const T> Xm, MatrixVie
       augmented_norms(x, norms.data(), f.act(l - 1), f.act_ld(mlp, l - 1), n, w[l - 1], mlp.has_bias(l));
       add_gram(x, out, s0, static_cast<const T*>(gram.data()), static_cast<const T*>(norms.data()), n, C * C, l == 1);
     }
+    check_result_rows(x, static_cast<const T*>(out.row(s0)), n, C * C, out.row_stride, s0, "the output Gram J J^T");
   });
 }
 
