@@ -47,6 +47,7 @@ from _common import best_of, measure_gemm_rate  # noqa: E402
 
 import fisherkit as fk  # noqa: E402
 from fisherkit import datasets, linalg, natgrad, optim  # noqa: E402
+from fisherkit.matrices import _cholesky_solve  # noqa: E402
 from fisherkit.meanfield import unit_moments  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -58,6 +59,7 @@ def kernels(repeat: int) -> None:
     rng = np.random.default_rng(0)
     print(f"{'layer':>11} {'copy':>9} {'dpr2_solve':>18} {'meanfield relu':>18} {'meanfield tanh':>18} {'A_k tanh':>9}")
     closed_1024 = None
+    dpr2_rows: list[str] = []
     for n in (1024, 4096):
         W = rng.standard_normal((n, n)) / np.sqrt(n)
         dst = np.empty_like(W)
@@ -67,6 +69,14 @@ def kernels(repeat: int) -> None:
         U = rng.standard_normal((n, n + 1, 2))
         S = np.tile(np.array([[0.5, 0.2], [0.2, 0.0]]), (n, 1, 1))
         rhs = rng.standard_normal((n, n + 1))
+        # dpr2_solve against one copy of its inputs (d, U, S, rhs: 4n(n+1) values) into fresh
+        # arrays, as the solve writes a fresh result: both pay the same page faults
+        for dt in (np.float64, np.float32):
+            ins = [a.astype(dt) for a in (d, U, S, rhs)]
+            t_in = best_of(lambda: [a.copy() for a in ins], repeat).min
+            t_dt = best_of(lambda: linalg.dpr2_solve(*ins, damping=1e-3), repeat).min
+            dpr2_rows.append(f"{n:>5}x{n:<5} {np.dtype(dt).name:>8} {t_in * 1e3:>9.2f}ms {t_dt * 1e3:>9.2f}ms "
+                             f"{t_dt / t_in:>6.2f}x")
         t_dpr2 = best_of(lambda: linalg.dpr2_solve(d, U, S, rhs, damping=1e-3), repeat).min
         row = f"{n:>5}x{n:<5} {t_copy * 1e3:>7.2f}ms {t_dpr2 * 1e3:>9.2f}ms ({t_dpr2 / t_copy:4.1f}x)"
         for act in ("relu", "tanh"):
@@ -87,6 +97,9 @@ def kernels(repeat: int) -> None:
     print("(ratios to the copy; 'meanfield' is natural_gradient with precomputed statistics: two compiled row\n"
           " passes over W and G plus O(m) scalar work; for tanh that includes the A_k quadrature of\n"
           " meanfield.unit_moments, listed separately, which costs O(m x 256 nodes) and does not shrink with n)")
+    print(f"\ndpr2_solve (one right-hand side per block) against one copy of its inputs into fresh arrays "
+          f"(target <= 2x):\n{'blocks':>11} {'dtype':>8} {'copy':>11} {'dpr2_solve':>11} {'ratio':>7}")
+    print("\n".join(dpr2_rows))
     # exact unit blocks at 1024 x 1024, on a subset of units, scaled to the layer
     n, N, sub = 1024, 1024, 8
     X = rng.standard_normal((N, n))
@@ -114,7 +127,10 @@ def kernels(repeat: int) -> None:
 
 
 # ----------------------------------------------------------------------------- (c) one step
-STEP_METHODS = ["unit-meanfield", "unit-correlated", "unit", "quasi-diagonal", "diag"]
+# (method, estimator): every method with the exact metric (C backward rows per input), and the
+# mean-field method with one sampled backward row (bpm), whose pass costs about a gradient's
+STEP_METHODS = [("unit-meanfield", "exact"), ("unit-meanfield", "bpm"), ("unit-correlated", "exact"),
+                ("unit", "exact"), ("quasi-diagonal", "exact"), ("diag", "exact")]
 
 
 def step(repeat: int, every: int) -> None:
@@ -140,18 +156,35 @@ def step(repeat: int, every: int) -> None:
     t_sgd = timed(lambda m: optim.SGD(m, 1e-3), 1)
     print(f"{'method':<17} {'estimator':<9} {'every':>5} {'ms/step':>9} {'x SGD':>7}")
     print(f"{'SGD':<17} {'':<9} {'':>5} {t_sgd * 1e3:>9.2f} {1.0:>7.2f}")
-    for method in STEP_METHODS:
+    for method, estimator in STEP_METHODS:
         for k in sorted({1, every}):
-            t = timed(lambda m: optim.NaturalGradient(m, 1e-3, method=method, damping=1e-2, curvature_every=k), k)
-            print(f"{method:<17} {'exact':<9} {k:>5} {t * 1e3:>9.2f} {t / t_sgd:>7.2f}")
-    flops = 0.0
+            t = timed(lambda m: optim.NaturalGradient(m, 1e-3, method=method, damping=1e-2, estimator=estimator,
+                                                      curvature_every=k), k)
+            print(f"{method:<17} {estimator:<9} {k:>5} {t * 1e3:>9.2f} {t / t_sgd:>7.2f}")
+    # the bound: GEMM-shaped work at the GEMM rate, the per-unit factorisations at the rate the
+    # engine's batched Cholesky (the same LAPACK the solver calls) reaches at that size
+    chol_rates: dict[int, float] = {}
+
+    def chol_rate(n: int) -> float:
+        if n not in chol_rates:
+            rng_c = np.random.default_rng(1)
+            A = rng_c.standard_normal((32, n, n + 8))
+            blocks = A @ A.transpose(0, 2, 1) / n
+            rhs = rng_c.standard_normal((32, n, 1))
+            t = best_of(lambda: _cholesky_solve(blocks, rhs, 0.0, "block"), repeat).min
+            chol_rates[n] = 32 * (n ** 3 / 3 + 2 * n * n) / t
+        return chol_rates[n]
+
+    bound = 0.0
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         k = n_in + 1
-        blocks = n_out * (2 * batch * k * k + k ** 3 / 3 + 4 * k * k)  # form, Cholesky, two solves
-        sample = 2 * batch * batch * k + n_out * (batch ** 3 / 3 + 2 * batch * batch + 4 * batch * k)
-        flops += min(blocks, sample)  # the solver the method picks: unit blocks or the sample space
-    print(f"unit method flop bound (per layer the cheaper of unit blocks and the sample-space solve, at "
-          f"{gemm / 1e9:.1f} GFLOP/s): {flops / gemm * 1e3:.2f} ms")
+        blocks = 2 * batch * k * k * n_out / gemm + n_out * (k ** 3 / 3 + 2 * k * k) / chol_rate(k)
+        sample = ((2 * batch * batch * k + 4 * n_out * batch * k) / gemm
+                  + n_out * (batch ** 3 / 3 + 2 * batch * batch) / chol_rate(batch))
+        bound += min(blocks, sample)  # the solver the method picks: unit blocks or the sample space
+    rates = ", ".join(f"n={n}: {r / 1e9:.1f}" for n, r in sorted(chol_rates.items()))
+    print(f"unit method bound (per layer the cheaper of unit blocks and the sample-space solve; GEMMs at "
+          f"{gemm / 1e9:.1f} GFLOP/s, per-unit Cholesky at the measured {rates} GFLOP/s): {bound * 1e3:.2f} ms")
 
 
 # ----------------------------------------------------------------------------- (b) training
@@ -190,10 +223,10 @@ METHODS = ["SGD", "Adam", "diag", "quasi-diagonal", "unit", "unit-meanfield", "u
 
 
 def run(name: str, lr: float, data: tuple, epochs: int, batch: int, damping: float, target: float | None,
-        stop_at_target: bool = False) -> dict[str, Any]:
+        stop_at_target: bool = False, make: Callable[[fk.MLP], Any] | None = None) -> dict[str, Any]:
     Xtr, ytr, Xte, yte = data
     model = fk.MLP.init([Xtr.shape[1], 128, 128, int(ytr.max()) + 1], activation="tanh", seed=0)
-    opt = make_optimizer(name, model, lr, damping)
+    opt = make(model) if make is not None else make_optimizer(name, model, lr, damping)
     rng = np.random.default_rng(1)
     losses, times, elapsed, steps = [model.loss(Xtr, ytr)], [0.0], 0.0, 0
     hit_epoch = hit_time = None
@@ -273,9 +306,39 @@ def training(epochs: int, tune_epochs: int, batch: int, damping: float, target: 
     print(f"plot saved to {path}")
 
 
+def refresh_sweep(epochs: int, tune_epochs: int, batch: int, damping: float, target: float,
+                  method: str = "unit-correlated", everies: tuple[int, ...] = (1, 2, 5, 10, 20)) -> None:
+    """How often `method` needs its curvature (statistics and the eigendecomposition of each
+    layer's input covariance): training on the same data with ``curvature_every`` k, at the
+    learning rate tuned for k = 1. The optimizer's default is the largest k whose final
+    training loss stays within 10% of k = 1's and that reaches the target no later."""
+    Xtr, ytr, Xte, yte, dname = load_data()
+    data = (Xtr, ytr, Xte, yte)
+
+    def train(lr: float, k: int, n_epochs: int) -> dict[str, Any]:
+        return run(method, lr, data, n_epochs, batch, damping, target, make=lambda model: optim.NaturalGradient(
+            model, lr, method=method, damping=damping, curvature_every=k))
+
+    scores = {lr: train(lr, 1, tune_epochs)["final"] for lr in NG_GRID}
+    lr = min(scores, key=lambda v: scores[v])
+    print(f"\n== (d) curvature refresh for {method} on {dname}, lr {lr:g} (tuned at every=1), damping "
+          f"{damping:g}, {epochs} epochs, target loss {target:g} ==")
+    print(f"{'every':>5} {'final loss':>11} {'epochs to target':>17} {'ms/step':>8} {'test acc':>9}")
+    rows = {}
+    for k in everies:
+        r = train(lr, k, epochs)
+        rows[k] = r
+        he = "-" if r["hit_epoch"] is None else str(r["hit_epoch"])
+        print(f"{k:>5} {r['final']:>11.4f} {he:>17} {r['per_step'] * 1e3:>8.2f} {r['acc']:>9.3f}")
+    base = rows[everies[0]]
+    ok = [k for k, r in rows.items() if r["final"] <= 1.1 * base["final"]
+          and (base["hit_epoch"] is None or (r["hit_epoch"] is not None and r["hit_epoch"] <= base["hit_epoch"]))]
+    print(f"largest every within 10% of every=1's final loss and no later to the target: {max(ok)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=("all", "kernels", "training", "step"), default="all")
+    ap.add_argument("--part", choices=("all", "kernels", "training", "step", "refresh"), default="all")
     ap.add_argument("--every", type=int, default=10, help="curvature_every for part (c)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=20)
@@ -292,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         step(args.repeat, args.every)
     if args.part in ("all", "training"):
         training(args.epochs, args.tune_epochs, args.batch, args.damping, args.target, args.methods.split(","))
+    if args.part in ("all", "refresh"):
+        refresh_sweep(args.epochs, args.tune_epochs, args.batch, args.damping, args.target)
     return 0
 
 

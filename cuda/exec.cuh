@@ -38,6 +38,18 @@ __global__ void for_2d_kernel(std::int64_t rows, std::int64_t cols, F f) {
     f(i / cols, i % cols);
 }
 
+template <class Term, class Store>
+__global__ void for_2d_sum_kernel(std::int64_t rows, std::int64_t cols, std::int64_t terms, Term term, Store store) {
+  const std::int64_t n = rows * cols, step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n; i += step) {
+    const std::int64_t r = i / cols, j = i % cols;
+    using V = decltype(term(r, std::int64_t(0), j));
+    V acc = V(0);
+    for (std::int64_t t = 0; t < terms; ++t) acc += term(r, t, j);
+    store(r, j, acc);
+  }
+}
+
 template <class T>
 __global__ void bias_activation_kernel(Activation act, T* z, const T* bias, std::int64_t bs, T* a, T* d1, T* d2,
                                        std::int64_t n, std::int64_t no) {
@@ -66,17 +78,17 @@ __global__ void weighted_copies_kernel(T* wb, const T* w, std::int64_t ldw, std:
   }
 }
 
-template <class T>
-__global__ void add_into_kernel(double* acc, const T* t, std::int64_t n) {
+template <class T, class A>
+__global__ void add_into_kernel(A* acc, const T* t, std::int64_t n) {
   const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n; i += step)
-    acc[i] += double(t[i]);
+    acc[i] += A(t[i]);
 }
 
 /// Phase 1 of a symmetric emission: the upper triangle (i <= j) of each m x m block, scaled
 /// and converted (in place when acc is out's storage).
-template <class T>
-__global__ void emit_upper_kernel(const double* acc, double scale, VectorView<T> out, std::int64_t off,
+template <class T, class A>
+__global__ void emit_upper_kernel(const A* acc, double scale, VectorView<T> out, std::int64_t off,
                                   std::int64_t m, std::int64_t count) {
   const std::int64_t mm = m * m, step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < count * mm; i += step) {
@@ -202,6 +214,28 @@ struct CudaExec {
     check_cuda(cudaGetLastError(), "a fisherkit kernel launch");
   }
 
+  /// Rows of parameter-gradient form (see the host executor's outer_rows); `stream` is a
+  /// host cache hint.
+  template <class T>
+  void outer_rows(T* base, std::int64_t ld, std::int64_t M, std::int64_t mstride, const T* D, std::int64_t rows,
+                  std::int64_t no, const T* A, std::int64_t lda, std::int64_t ni, bool bias, bool /*stream*/) {
+    for_2d(rows * no, ni, [=] __host__ __device__(std::int64_t q, std::int64_t j) {
+      const std::int64_t r = q / no, u = q % no, s = r / M;
+      base[s * ld + (r % M) * mstride + u * ni + j] = D[q] * A[s * lda + j];
+    });
+    if (bias)
+      for_2d(rows, no, [=] __host__ __device__(std::int64_t r, std::int64_t u) {
+        base[(r / M) * ld + (r % M) * mstride + no * ni + u] = D[r * no + u];
+      });
+  }
+
+  template <class Term, class Store>
+  void for_2d_sum(std::int64_t rows, std::int64_t cols, std::int64_t terms, Term term, Store store) {
+    if (rows <= 0 || cols <= 0) return;
+    for_2d_sum_kernel<<<grid(rows * cols), kThreads, 0, stream>>>(rows, cols, terms, term, store);
+    check_cuda(cudaGetLastError(), "a fisherkit kernel launch");
+  }
+
   template <class P>
   std::int64_t first_if(std::int64_t n, P pred) {
     if (n <= 0) return -1;
@@ -247,8 +281,8 @@ struct CudaExec {
 
   /// Unit blocks: acc + u k^2 += sum_s w[s, u] B_s B_s^T, as strided-batched GEMMs
   /// B^T (w_u o B) over groups of units whose weighted copies fit in 256 MiB.
-  template <class T>
-  void unit_gram(double* acc, const T* w, std::int64_t ldw, std::int64_t no, const T* B, std::int64_t n,
+  template <class T, class A>
+  void unit_gram(A* acc, const T* w, std::int64_t ldw, std::int64_t no, const T* B, std::int64_t n,
                  std::int64_t k) {
     const std::int64_t per_unit = n * k * static_cast<std::int64_t>(sizeof(T));
     const std::int64_t ub = std::max<std::int64_t>(1, std::min<std::int64_t>(no, (std::int64_t(256) << 20) / std::max<std::int64_t>(per_unit, 1)));
@@ -258,8 +292,8 @@ struct CudaExec {
       wb.resize(nb * n * k);
       weighted_copies_kernel<<<grid(nb * n * k), kThreads, 0, stream>>>(wb.data(), w, ldw, u0, B, n, k, nb);
       check_cuda(cudaGetLastError(), "a fisherkit kernel launch");
-      double* dst = acc + u0 * k * k;
-      if constexpr (std::is_same_v<T, double>) {
+      A* dst = acc + u0 * k * k;
+      if constexpr (std::is_same_v<T, A>) {
         gemm_batched(true, false, k, k, n, T(1), B, k, 0, static_cast<const T*>(wb.data()), k, n * k, T(1), dst, k,
                      k * k, nb);
       } else {
@@ -274,8 +308,8 @@ struct CudaExec {
 
   /// count symmetric m x m blocks mirrored from their upper triangles (two phases, so that
   /// acc may be out's own storage).
-  template <class T>
-  void emit_symmetric(const double* acc, double scale, VectorView<T> out, std::int64_t off, std::int64_t m,
+  template <class T, class A>
+  void emit_symmetric(const A* acc, double scale, VectorView<T> out, std::int64_t off, std::int64_t m,
                       std::int64_t count) {
     const std::int64_t n = count * m * m;
     if (n <= 0) return;

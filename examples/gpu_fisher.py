@@ -26,7 +26,12 @@ F_cpu = fk.fisher(model, X, estimator="exact", shape="unit")
 err = max(float(abs(cp.asnumpy(a) - b).max()) for a, b in zip(F_gpu.blocks, F_cpu.blocks))
 print(f"unit-block Fisher on the GPU vs the CPU: max |difference| = {err:.2e}")
 
+V_gpu = fk.variance(gpu, Xg, estimator="score", shape="diag")   # closed form, on the device
+V_cpu = fk.variance(model, X, estimator="score", shape="diag")
+rel = float(abs(cp.asnumpy(V_gpu.values) - V_cpu.values).max() / abs(V_cpu.values).max())
+print(f"score-estimator variance on the GPU vs the CPU: max relative difference = {rel:.2e}")
+
+# natural gradients run on NumPy models: move the model back for the step
 loss, g = gpu.gradient(Xg, cp.asarray(model.predict(X)))
-step = fk.natgrad.natural_gradient(gpu, Xg, g, method="unit", damping=1e-3)
-print(f"natural-gradient step on the GPU: {type(step).__module__}.{type(step).__name__}, "
-      f"norm {float(cp.linalg.norm(step)):.3f}")
+step = fk.natgrad.natural_gradient(gpu.to("cpu"), X, cp.asnumpy(g), method="unit", damping=1e-3)
+print(f"unit natural-gradient step (CPU) from the GPU gradient: norm {float(np.linalg.norm(step)):.3f}")

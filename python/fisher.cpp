@@ -4,6 +4,17 @@
 namespace fisherkit::py_bind {
 namespace {
 
+FisherOptions options(const std::string& estimator, const std::string& shape, std::int64_t samples,
+                      std::int64_t chunk, std::vector<std::int64_t> layers) {
+  FisherOptions opt;
+  opt.estimator = parse_estimator(estimator);
+  opt.shape = parse_shape(shape);
+  opt.samples = samples;
+  opt.chunk = chunk;
+  opt.layers = std::move(layers);
+  return opt;
+}
+
 void bind(py::module_& m) {
   m.def(
       "fisher",
@@ -15,14 +26,9 @@ void bind(py::module_& m) {
         with_labelled(Ws, bs, acts, head, sigma, X, y, progress, [&](const auto& mlp, auto x, auto yy, const Head& hd,
                                                                      Stream st, py::object pr) {
           auto o = as_vector<elem_t<decltype(x)>>(oi, "out");
-          FisherOptions opt;
-          opt.estimator = parse_estimator(estimator);
-          opt.shape = parse_shape(shape);
-          opt.samples = samples;
+          FisherOptions opt = options(estimator, shape, samples, chunk, layers);
           opt.seed = seed;
-          opt.chunk = chunk;
           opt.index_offset = index_offset;
-          opt.layers = layers;
           Supervised call(pr);
           py::gil_scoped_release nogil;
           fisher(mlp, hd, x, yy, opt, o, st);
@@ -32,6 +38,21 @@ void bind(py::module_& m) {
       py::arg("X"), py::arg("y"), py::arg("estimator"), py::arg("shape"), py::arg("samples"), py::arg("seed"),
       py::arg("chunk"), py::arg("index_offset"), py::arg("out"), py::arg("progress") = py::none(),
       py::arg("layers") = std::vector<std::int64_t>{});
+
+  m.def(
+      "fisher_workspace",
+      [](py::sequence Ws, py::sequence bs, const std::vector<std::string>& acts, py::handle X,
+         const std::string& estimator, const std::string& shape, std::int64_t samples, std::int64_t chunk,
+         std::vector<std::int64_t> layers) {
+        const ArrayInfo xi = array_info(X, "X");
+        return with_mlp(Ws, bs, acts, xi, [&](const auto& mlp, auto x) {
+          return fisher_workspace_bytes(mlp, options(estimator, shape, samples, chunk, layers), x.rows);
+        });
+      },
+      py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("X"), py::arg("estimator"),
+      py::arg("shape"), py::arg("samples"), py::arg("chunk"), py::arg("layers") = std::vector<std::int64_t>{},
+      "Bytes of workspace fisher() allocates besides its result for these options and X's rows (host "
+      "executor): one chunk's buffers (the result accumulates in place).");
 
   m.def(
       "output_hessians",

@@ -50,6 +50,11 @@ ArrayInfo array_info(py::handle obj, const char* name) {
                          std::string(py::str(py::type::of(obj).attr("__name__"))));
   auto arr = py::reinterpret_borrow<py::array>(obj);
   a.ptr = const_cast<void*>(arr.data());
+  // a misaligned buffer (np.frombuffer(buf, offset=1)) would be read with unaligned loads:
+  // the Python layer copies such arrays once; here they are refused
+  if (arr.itemsize() > 0 && reinterpret_cast<std::uintptr_t>(a.ptr) % static_cast<std::uintptr_t>(arr.itemsize()) != 0)
+    throw py::value_error(std::string("argument '") + name + "' is not aligned to its " +
+                          std::to_string(arr.itemsize()) + "-byte items; pass a copy (numpy.array(a))");
   a.readonly = !arr.writeable();
   const py::ssize_t item = arr.itemsize();
   const char kind = arr.dtype().kind();

@@ -4,7 +4,7 @@ fisherkit's compiled core (private; use the fisherkit package)
 from __future__ import annotations
 import collections.abc
 import typing
-__all__: list[str] = ['blas_name', 'cublas_library', 'cuda_compiled', 'cuda_device_count', 'dpr2_inverse', 'dpr2_rows_solve', 'dpr2_solve', 'ekfac_diagonal', 'fisher', 'fisher_vector_product', 'forward', 'head_covariance', 'head_fourth_moment', 'head_layer_block', 'head_log_likelihood', 'head_mean', 'head_quadratic', 'head_sample', 'head_spectral_constants', 'head_third_cumulant', 'head_unit_scalars', 'jvp', 'kfac_error_sums', 'kfac_factors', 'kfac_variance_sum', 'layout', 'log_likelihood', 'nll_gradient', 'num_threads', 'openmp_enabled', 'output_gram', 'output_hessians', 'output_jacobian', 'per_sample_grads', 'quasi_diagonal_solve', 'rank1_solve', 'rankb_solve', 'set_num_threads', 'unit_block_solve', 'unit_sample_space_solve', 'unit_statistics', 'variance_sum', 'version']
+__all__: list[str] = ['blas_name', 'cublas_library', 'cuda_compiled', 'cuda_device_count', 'dpr2_inverse', 'dpr2_rows_solve', 'dpr2_solve', 'ekfac_diagonal', 'fisher', 'fisher_vector_product', 'fisher_workspace', 'forward', 'head_covariance', 'head_fourth_moment', 'head_layer_block', 'head_log_likelihood', 'head_mean', 'head_quadratic', 'head_sample', 'head_spectral_constants', 'head_third_cumulant', 'head_unit_scalars', 'jvp', 'kfac_error_sums', 'kfac_factors', 'kfac_variance_sum', 'layout', 'log_likelihood', 'nll_gradient', 'num_threads', 'openmp_enabled', 'output_gram', 'output_hessians', 'output_jacobian', 'per_sample_grads', 'quasi_diagonal_solve', 'rank1_solve', 'rankb_solve', 'set_num_threads', 'unit_block_solve', 'unit_sample_space_solve', 'unit_statistics', 'variance_sum', 'version']
 def blas_name() -> str:
     ...
 def cublas_library() -> str:
@@ -29,6 +29,10 @@ def fisher(weights: collections.abc.Sequence, biases: collections.abc.Sequence, 
     ...
 def fisher_vector_product(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, X: typing.Any, V: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0, progress: typing.Any = None) -> None:
     ...
+def fisher_workspace(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], X: typing.Any, estimator: str, shape: str, samples: typing.SupportsInt | typing.SupportsIndex, chunk: typing.SupportsInt | typing.SupportsIndex, layers: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = []) -> int:
+    """
+    Bytes of workspace fisher() allocates besides its result for these options and X's rows (host executor): one chunk's buffers (the result accumulates in place).
+    """
 def forward(weights: collections.abc.Sequence, biases: collections.abc.Sequence, activations: collections.abc.Sequence[str], X: typing.Any, out: typing.Any, chunk: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     ...
 def head_covariance(head: str, sigma: typing.SupportsFloat | typing.SupportsIndex, H: typing.Any, out: typing.Any, sqrt: bool = False) -> None:

@@ -115,7 +115,8 @@ def _load_torch_model(p: Path, what: str, arch: Sequence[int] | None, activation
     except ImportError:
         raise InputError(f"{what} is not a fisherkit .npz model; reading a PyTorch file needs torch "
                          "(pip install torch), or save the model with fisherkit.MLP.to_npz") from None
-    allowed = [nn.Sequential, nn.Linear, nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Identity]
+    allowed = [nn.Sequential, nn.Linear, nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.GELU, nn.SiLU, nn.Identity,
+               nn.Flatten, nn.Dropout]
     try:
         # weights_only: only tensors, containers and the module classes listed here are
         # rebuilt; a file that needs anything else is refused instead of run.
@@ -156,7 +157,7 @@ def _from_state_dict(state: dict[str, Any], what: str, arch: Sequence[int] | Non
             raise InputError(f"{what}: weight {prefix}weight has shape {W.shape} but --arch needs "
                              f"({sizes[i + 1]}, {sizes[i]}) for layer {i + 1}")
         b = state.get(prefix + "bias")
-        b = np.zeros(W.shape[0], W.dtype) if b is None else b.detach().cpu().numpy()
+        b = None if b is None else b.detach().cpu().numpy()  # nn.Linear(..., bias=False): no bias parameters
         layers.append((W, b))
     acts = [a.strip() for a in activation.split(",")]
     if len(acts) == 1:

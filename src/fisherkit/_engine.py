@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from ._loader import _core
 from ._validate import check_fits
 from .kronecker import ekfac_from_flat, kfac_from_flat
@@ -34,11 +32,16 @@ def estimate(model: MLP, Xc: Any, yc: Any, estimator: str, shape: str, samples: 
         return kronecker(model, Xc, yc, estimator, shape, samples, seed, chunk, index_offset, max_bytes, progress)
     layout = model.layout
     size = layout.size(shape) if layers is None else sum(layout.layer_params(l) ** 2 for l in layers)
-    extra = size * 8 if model.dtype == np.float32 else 0  # the float64 accumulator
-    suggestion = ("use shape='unit' or shape='diag', which fit in memory" if shape in ("full", "layer")
-                  else "use a smaller model or fewer units" if shape == "unit" else "use a smaller model")
-    check_fits(size * model.dtype.itemsize + extra, f"the {shape!r} Fisher of {model.n_params} parameters",
-               suggestion, max_bytes)
+    # one chunk's buffers (sized by samples); the result accumulates in place
+    workspace = _core.fisher_workspace(*model._core_args(), Xc, estimator, shape, samples, chunk, layers or [])
+    if workspace > size * model.dtype.itemsize and (samples > 1 or chunk > 0):
+        suggestion = ("pass fewer samples (the workspace holds samples rows per input)" if samples > 1
+                      else "pass a smaller chunk")
+    else:
+        suggestion = ("use shape='unit' or shape='diag', which fit in memory" if shape in ("full", "layer")
+                      else "use shape='diag', or a smaller model" if shape == "unit" else "use a smaller model")
+    check_fits(size * model.dtype.itemsize + workspace,
+               f"the {shape!r} Fisher of {model.n_params} parameters (result and workspace)", suggestion, max_bytes)
     out = model.xp.empty(size, dtype=model.dtype)
     _core.fisher(*model._core_args(), model.head, model.sigma, Xc, yc, estimator, shape, samples, seed, chunk,
                  index_offset, out, progress, layers or [])
@@ -71,8 +74,8 @@ def kronecker(model: MLP, Xc: Any, yc: Any, estimator: str, shape: str, samples:
     check_kronecker_estimator(estimator, shape)
     layout, dt, xp = model.layout, model.dtype, model.xp
     size, P = layout.size("kfac"), model.n_params
-    acc = 8 if dt == np.float32 else 0  # the float64 accumulator of a float32 result
-    need = size * (dt.itemsize + acc) + (0 if shape == "kfac" else size * dt.itemsize + P * (dt.itemsize + acc))
+    # the factors (and for EKFAC their eigenbases and the scales), accumulated in place
+    need = size * dt.itemsize + (0 if shape == "kfac" else size * dt.itemsize + P * dt.itemsize)
     check_fits(need, f"the {shape!r} Fisher of {model.n_params} parameters", "use shape='diag' or a smaller model",
                max_bytes)
     n = int(Xc.shape[0])

@@ -28,7 +28,6 @@ from .kfac import kfac_error
 from .model import MLP
 from .operators import fisher_operator
 from .variance import recommend, samples_needed, variance, variance_bounds
-from .matrices import unit_index
 from .structure import CLASSES, block_structure
 from .natgrad import curvature, natural_gradient
 
@@ -122,11 +121,8 @@ class Context:
         self.sections.setdefault(section, {}).update(facts)
 
     def layer_slices(self) -> list[slice]:
-        out, off = [], 0
-        for n_in, n_out in zip(self.model.sizes[:-1], self.model.sizes[1:]):
-            out.append(slice(off, off + n_out * (n_in + 1)))
-            off += n_out * (n_in + 1)
-        return out
+        lay = self.model.layout  # layers without bias have no bias parameters
+        return [lay.layer_slice(l) for l in range(lay.n_layers)]
 
     def per_layer(self, values: np.ndarray, reduce: Callable[[np.ndarray], float]) -> np.ndarray:
         return np.array([reduce(values[s]) for s in self.layer_slices()], dtype=np.float64)
@@ -254,8 +250,7 @@ def fisher_section(ctx: Context, seconds: float) -> None:
 
 def _unit_blocks(ctx: Context, seconds: float) -> None:
     m = ctx.model
-    sizes = m.sizes
-    geo = [(sizes[l + 1], sizes[l] + 1) for l in range(m.n_layers)]  # (units, block size)
+    geo = [(m.sizes[l + 1], m.layout.unit_width[l]) for l in range(m.n_layers)]  # (units, block size)
     nbytes = sum(u * k * k for u, k in geo) * m.dtype.itemsize
     if 3 * nbytes > available_memory() // 2:
         ctx.skip("fisher", "unit blocks", f"they take {format_bytes(nbytes)} (three copies while summing); "
@@ -487,7 +482,7 @@ def structure_section(ctx: Context, seconds: float) -> None:
         F2 = F * F
         rows = F2.sum(axis=1)
         same, across = [], []
-        for s, ix in zip(ctx.layer_slices(), unit_index(m.sizes)):
+        for s, ix in zip(ctx.layer_slices(), m.layout.unit_index()):
             inb = float(F2[ix[:, :, None], ix[:, None, :]].sum())
             layer = float(F2[s, s].sum())
             same.append((layer - inb) / inb if inb > 0 else np.nan)
@@ -523,7 +518,7 @@ def _preconditioner_fixed_cost(ctx: Context, n: int) -> float:
     covariances and of the KFAC factors and, for small models, the dense reference."""
     m = ctx.model
     D = len(DAMPINGS)
-    flops = sum(unit_solve_flops(m.sizes[l + 1], m.sizes[l] + 1, n, D) for l in range(m.n_layers))
+    flops = sum(unit_solve_flops(m.sizes[l + 1], m.layout.unit_width[l], n, D) for l in range(m.n_layers))
     if m.n_params <= DENSE_LIMIT:
         # the dense solve: a Cholesky factorisation and two general solves with the factor
         flops += _dense_flops(m, n) + D * 2.0 * m.n_params ** 3

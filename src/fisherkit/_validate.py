@@ -3,6 +3,7 @@ Deep checks (NaN/Inf, label ranges, shapes that chain) run again in the C++ core
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,8 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 def as_dtype(dtype: Any) -> np.dtype:
     d = np.dtype(dtype)
+    if d.kind == "f" and d.byteorder not in ("=", "|"):
+        d = d.newbyteorder("=")  # a big-endian float64 is a float64: the data are converted once
     if d not in FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32 or float64, got {d}")
     return d
@@ -34,9 +37,15 @@ def as_matrix(xp: Any, a: Any, name: str, dtype: np.dtype, cols: int | None = No
 
 
 def _convert(xp: Any, arr: Any, dtype: np.dtype, name: str, copy: bool = False) -> Any:
-    """C-contiguous `dtype` copy (or view when allowed) of `arr`. Narrowing float64 to
-    float32 must not turn finite values into Inf: that is reported as out of range."""
+    """C-contiguous, aligned `dtype` copy (or view when allowed) of `arr`. Complex values are
+    refused (TypeError), never silently cut to their real part. Narrowing float64 to float32
+    must not turn finite values into Inf: that is reported as out of range. A misaligned
+    buffer (``np.frombuffer(buf, offset=1)``) is copied once here, never read unaligned."""
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"argument '{name}' must be real numeric, got dtype {arr.dtype}")
     narrowing = arr.dtype.kind == "f" and arr.dtype.itemsize > np.dtype(dtype).itemsize
+    flags = getattr(arr, "flags", None)
+    copy = copy or (flags is not None and not getattr(flags, "aligned", True))
     with np.errstate(over="ignore"):
         out = xp.array(arr, dtype=dtype, order="C", copy=True) if copy else xp.ascontiguousarray(arr, dtype=dtype)
     if narrowing and not bool(xp.isfinite(out).all()) and bool(xp.isfinite(arr).all()):
@@ -78,9 +87,18 @@ def available_memory() -> int:
         return 4 << 30
 
 
+def as_budget(max_bytes: Any) -> int | None:
+    """A memory budget in bytes: None (automatic) or an integer >= 0."""
+    if max_bytes is None:
+        return None
+    return as_int(max_bytes, "max_bytes", minimum=0)
+
+
 def check_fits(nbytes: int, what: str, suggestion: str, budget: int | None = None) -> None:
     """Raise MemoryError before allocating `nbytes` for `what` beyond the budget (default:
-    half the available memory)."""
+    half the available memory); a budget that is not a byte count is a TypeError or
+    ValueError naming 'max_bytes'."""
+    budget = as_budget(budget)
     limit = available_memory() // 2 if budget is None else budget
     if nbytes > limit:
         raise MemoryError(f"{what} needs {format_bytes(nbytes)} but the budget is {format_bytes(limit)}; {suggestion}")
@@ -104,6 +122,37 @@ def as_int(value: Any, name: str, *, minimum: int | None = None, maximum: int | 
     if maximum is not None and v > maximum:
         raise ValueError(f"argument '{name}' must be <= {maximum}, got {v}")
     return v
+
+
+def as_seed(seed: Any) -> int | None:
+    """A generator key: None (fresh entropy) or an integer in [0, 2**64)."""
+    if seed is None:
+        return None
+    return as_int(seed, "seed", minimum=0, maximum=2**64 - 1)
+
+
+def as_out(xp: Any, out: Any, shape: tuple[int, ...], dtype: np.dtype, name: str = "out") -> Any:
+    """An output buffer the caller passed: an array of the model's array library, of this
+    shape and dtype, C-contiguous, writeable and aligned (it is written in place, so it
+    cannot be converted)."""
+    if not hasattr(out, "shape") or not hasattr(out, "dtype") or not hasattr(out, "flags"):
+        raise TypeError(f"argument '{name}' must be a {xp.__name__} array to write into, got {type(out).__name__}")
+    want = f"a C-contiguous {np.dtype(dtype).name} array of shape {shape}"
+    if tuple(out.shape) != shape or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(f"argument '{name}' must be {want}, got {out.dtype} {tuple(out.shape)}"
+                         f"{'' if out.flags.c_contiguous else ' (not C-contiguous)'}")
+    if not getattr(out.flags, "writeable", True):
+        raise ValueError(f"argument '{name}' is read-only; pass a writeable array")
+    if not getattr(out.flags, "aligned", True):
+        raise ValueError(f"argument '{name}' is not aligned to its {out.dtype.itemsize}-byte items (a buffer "
+                         "at an odd offset); pass an array NumPy allocated")
+    return out
+
+
+def warn_unused(value: Any, name: str, why: str) -> None:
+    """A warning when the caller passed `name` to a computation that does not use it."""
+    if value is not None:
+        warnings.warn(f"argument '{name}' is ignored: {why}", UserWarning, stacklevel=3)
 
 
 def as_chunk(chunk: Any) -> int:
@@ -136,6 +185,6 @@ def as_real(value: Any, name: str, *, minimum: float | None = None, strict: bool
     return v
 
 
-def check_damping(damping: Any) -> float:
-    """Tikhonov damping: a finite real number >= 0."""
-    return as_real(damping, "damping", minimum=0.0)
+def check_damping(damping: Any, strict: bool = False) -> float:
+    """Tikhonov damping: a finite real number >= 0 (> 0 when strict)."""
+    return as_real(damping, "damping", minimum=0.0, strict=strict)

@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Sequence
 
+from ._loader import _core
 from .info import cmake_dir, include_dir, info
 
 
@@ -50,7 +51,7 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--arch", type=_positive_int_list, metavar="N0,N1,...",
                     help="layer widths of a PyTorch state_dict MODEL")
     pr.add_argument("--activation", metavar="NAME[,NAME...]",
-                    help="hidden activation(s) of a PyTorch state_dict MODEL: identity, relu, tanh, sigmoid, softplus, erf")
+                    help="hidden activation(s) of a PyTorch state_dict MODEL: identity, relu, tanh, sigmoid, softplus, erf, gelu, silu")
     pr.add_argument("--head", choices=("categorical", "gaussian", "bernoulli", "poisson"),
                     help="output head of a PyTorch MODEL (default categorical)")
 
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="fisherkit",
         description="Fisher information matrices of MLPs: estimators, variances, natural gradients.",
     )
+    p.add_argument("--version", action="version", version=f"fisherkit {_core.version()}")
     p.add_argument("--cmake-dir", action="store_true",
                    help="print the folder for find_package(fisherkit CONFIG) and exit")
     p.add_argument("--include-dir", action="store_true", help="print the C++ include folder and exit")

@@ -42,8 +42,8 @@ import numpy as np
 from . import heads as _heads
 from ._backend import is_dask, register_dask
 from ._engine import ESTIMATORS, KRONECKER_SHAPES, SHAPES, check_kronecker_estimator, kronecker
-from ._validate import as_chunk, as_samples, check_fits
-from .fisher import check_layers
+from ._validate import as_chunk, as_index_offset, as_samples, check_fits
+from .fisher import check_layers, ignored_labels
 from .fisher import fisher as _fisher
 from .fisher import fisher_vector_product as _fvp
 from .matrices import FisherMatrix
@@ -389,11 +389,12 @@ def fisher(
     client. A NaN/Inf or a bad label raises the ValueError of the one-process call, naming
     the row of `X` (or `y`)."""
     model = _check_model(model)
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator!r}; expected one of {', '.join(ESTIMATORS)}")
+    y = ignored_labels(estimator, y)
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
     samples = as_samples(samples)
+    index_offset = as_index_offset(index_offset)
+    chunk = as_chunk(chunk)
     if estimator == "empirical" and y is None:
         raise ValueError("the empirical estimator needs labels: pass y (or use estimator='exact')")
     if with_stderr and estimator == "empirical":

@@ -10,7 +10,7 @@ from ._backend import dask_call, is_dask
 from ._engine import ESTIMATORS, KRONECKER_SHAPES, SHAPES, check_kronecker_estimator, estimate
 from ._loader import _core
 from ._progress import reporter
-from ._validate import as_chunk, as_index_offset, as_int, as_samples
+from ._validate import as_budget, as_chunk, as_index_offset, as_int, as_samples, warn_unused
 from .matrices import FisherMatrix
 from .model import MLP, check_model
 from .variance.closed_form import kronecker_standard_error, standard_error
@@ -93,13 +93,12 @@ def fisher(
     Dense, LayerBlocks, UnitBlocks, Diagonal, KFAC or EKFAC, averaged over the N inputs (and draws);
     with ``with_stderr=True`` the pair (estimate, standard error).
     """
+    y = ignored_labels(estimator, y)
     if is_dask(X, y):  # Dask arrays: row blocks on workers, merged (fisherkit.distributed)
         return dask_call("fisher", model, X, y, estimator=estimator, shape=shape, samples=samples, seed=seed,
                          chunk=chunk, max_bytes=max_bytes, index_offset=index_offset, with_stderr=with_stderr,
                          layers=layers)
     check_model(model)
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator!r}; expected one of {', '.join(ESTIMATORS)}")
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
     samples = as_samples(samples)
@@ -114,15 +113,29 @@ def fisher(
     if estimator != "empirical":
         y = None
     subset = check_layers(model, shape, layers, with_stderr)
+    chunk = as_chunk(chunk)
+    key = _heads.resolve_seed(seed)
+    max_bytes = as_budget(max_bytes)
     Xc, yc = model._inputs(X, y)
     with reporter(progress, f"fisher ({estimator}, {shape})") as cb:
-        result = estimate(model, Xc, yc, estimator, shape, samples, _heads.resolve_seed(seed), as_chunk(chunk),
-                          index_offset, max_bytes, cb, subset)
+        result = estimate(model, Xc, yc, estimator, shape, samples, key, chunk, index_offset, max_bytes, cb, subset)
     if not with_stderr:
         return result
     if shape in KRONECKER_SHAPES:
         return result, kronecker_standard_error(model, Xc, result, estimator, samples, chunk)
     return result, standard_error(model, Xc, estimator, shape, samples, chunk, max_bytes)
+
+
+def ignored_labels(estimator: Any, y: Any) -> Any:
+    """`y` for the estimator: checked name; labels passed to an estimator that draws its own
+    (or needs none) are a warning, and dropped."""
+    if not isinstance(estimator, str) or estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; expected one of {', '.join(ESTIMATORS)}")
+    if estimator == "empirical":
+        return y
+    warn_unused(y, "y", f"estimator={estimator!r} does not use labels (only 'empirical' does; "
+                        f"{'exact sums over' if estimator == 'exact' else 'sampled ones draw'} the model's own)")
+    return None
 
 
 def check_layers(model: MLP, shape: str, layers: Any, with_stderr: bool) -> list[int] | None:
@@ -150,6 +163,7 @@ def fisher_vector_product(model: MLP, X: Any, v: Any, *, chunk: int | None = Non
     if is_dask(X):
         return dask_call("fisher_vector_product", model, X, v, chunk=chunk)
     check_model(model)
+    chunk = as_chunk(chunk)
     Xc, _ = model._inputs(X)
     xp = model.xp
     V = xp.asarray(v)
@@ -160,5 +174,5 @@ def fisher_vector_product(model: MLP, X: Any, v: Any, *, chunk: int | None = Non
                          f"got {tuple(V.shape)}")
     Vc = model._directions(V)
     out = xp.empty(Vc.shape, dtype=model.dtype)
-    _core.fisher_vector_product(*model._core_args(), model.head, model.sigma, Xc, Vc, out, as_chunk(chunk))
+    _core.fisher_vector_product(*model._core_args(), model.head, model.sigma, Xc, Vc, out, chunk)
     return out

@@ -21,7 +21,7 @@ import numpy as np
 
 from ._backend import get_array_module
 from ._loader import _core
-from ._validate import as_labels, as_matrix
+from ._validate import as_labels, as_matrix, as_real, as_samples, as_seed
 
 NAMES = ("gaussian", "categorical", "bernoulli", "poisson")
 
@@ -30,6 +30,10 @@ def check_name(head: str) -> str:
     if head not in NAMES:
         raise ValueError(f"unknown head {head!r}; expected one of {', '.join(NAMES)}")
     return head
+
+
+def _sigma(sigma: Any) -> float:
+    return as_real(sigma, "sigma", minimum=0.0, strict=True)
 
 
 def _prep(H: Any, head: str) -> tuple[Any, Any]:
@@ -49,7 +53,7 @@ def log_likelihood(head: str, H: Any, y: Any, *, sigma: float = 1.0) -> Any:
     get_array_module(("H", H), ("y", y))
     yc = as_labels(xp, y, "y", head, Hc.shape[0], Hc.shape[1], Hc.dtype)
     out = xp.empty(Hc.shape[0], dtype=Hc.dtype)
-    _core.head_log_likelihood(head, float(sigma), Hc, yc, out)
+    _core.head_log_likelihood(head, _sigma(sigma), Hc, yc, out)
     return out
 
 
@@ -57,7 +61,7 @@ def mean(head: str, H: Any, *, sigma: float = 1.0) -> Any:
     """E[y | h] per row: the mean, class probabilities, success probabilities or rates."""
     xp, Hc = _prep(H, head)
     out = xp.empty_like(Hc)
-    _core.head_mean(head, float(sigma), Hc, out)
+    _core.head_mean(head, _sigma(sigma), Hc, out)
     return out
 
 
@@ -66,7 +70,7 @@ def covariance(head: str, H: Any, *, sigma: float = 1.0) -> Any:
     xp, Hc = _prep(H, head)
     n, c = Hc.shape
     out = xp.empty((n, c * c), dtype=Hc.dtype)
-    _core.head_covariance(head, float(sigma), Hc, out, False)
+    _core.head_covariance(head, _sigma(sigma), Hc, out, False)
     return out.reshape(n, c, c)
 
 
@@ -75,18 +79,15 @@ def sqrt_covariance(head: str, H: Any, *, sigma: float = 1.0) -> Any:
     xp, Hc = _prep(H, head)
     n, c = Hc.shape
     out = xp.empty((n, c * c), dtype=Hc.dtype)
-    _core.head_covariance(head, float(sigma), Hc, out, True)
+    _core.head_covariance(head, _sigma(sigma), Hc, out, True)
     return out.reshape(n, c, c)
 
 
 def resolve_seed(seed: int | None) -> int:
-    """A 64-bit seed; None draws fresh entropy."""
-    if seed is None:
-        return secrets.randbits(63)
-    seed = int(seed)
-    if seed < 0:
-        raise ValueError(f"argument 'seed' must be >= 0, got {seed}")
-    return seed & ((1 << 64) - 1)
+    """A 64-bit seed: an integer in [0, 2**64) (not a bool, a float or a string); None draws
+    fresh entropy."""
+    s = as_seed(seed)
+    return secrets.randbits(63) if s is None else s
 
 
 def sample(head: str, H: Any, *, samples: int = 1, seed: int | None = None, sigma: float = 1.0) -> Any:
@@ -94,13 +95,12 @@ def sample(head: str, H: Any, *, samples: int = 1, seed: int | None = None, sigm
     (int64) for categorical, (N, samples, C) otherwise. Counter-based: the same seed gives
     the same draws whatever the thread count."""
     xp, Hc = _prep(H, head)
-    samples = int(samples)
-    if samples < 1:
-        raise ValueError(f"argument 'samples' must be >= 1, got {samples}")
+    samples = as_samples(samples)
+    key = resolve_seed(seed)
     n, c = Hc.shape
     cols = 1 if head == "categorical" else c
     out = xp.empty((n * samples, cols), dtype=Hc.dtype)
-    _core.head_sample(head, float(sigma), Hc, resolve_seed(seed), samples, out, 0)
+    _core.head_sample(head, _sigma(sigma), Hc, key, samples, out, 0)
     if head == "categorical":
         return out.reshape(n, samples).astype(xp.int64)
     return out.reshape(n, samples, c)

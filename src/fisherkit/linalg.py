@@ -22,7 +22,7 @@ import numpy as np
 
 from ._backend import get_array_module
 from ._loader import _core
-from ._validate import check_fits
+from ._validate import check_damping, check_fits
 
 __all__ = ["dpr2_solve", "dpr2_inverse", "rank1_solve", "rankb_solve"]
 
@@ -47,17 +47,6 @@ def _xp_arrays(named: list[tuple[str, Any]]) -> tuple[Any, list[Any]]:
     return xp, arrs
 
 
-def _check_damping(damping: Any, strict: bool) -> float:
-    try:
-        lam = float(damping)
-    except (TypeError, ValueError):
-        raise TypeError(f"argument 'damping' must be a real number, got {type(damping).__name__}") from None
-    if not np.isfinite(lam) or lam < 0 or (strict and lam == 0):
-        want = "> 0" if strict else ">= 0"
-        raise ValueError(f"argument 'damping' must be a finite number {want}, got {damping!r}")
-    return lam
-
-
 def _dpr2_prepare(d: Any, U: Any, S: Any, damping: Any) -> tuple[Any, tuple[int, ...], int, list[Any], float]:
     xp, (d, U, S) = _xp_arrays([("d", d), ("U", U), ("S", S)])
     if d.ndim < 1:
@@ -71,7 +60,7 @@ def _dpr2_prepare(d: Any, U: Any, S: Any, damping: Any) -> tuple[Any, tuple[int,
         )
     if tuple(S.shape) != batch + (2, 2):
         raise ValueError(f"argument 'S' must have shape {batch + (2, 2)}, got {tuple(S.shape)}")
-    return xp, batch, n, [d, U, S], _check_damping(damping, strict=False)
+    return xp, batch, n, [d, U, S], check_damping(damping)
 
 
 def _flat(xp: Any, a: Any, rows: int, cols: int, dtype: np.dtype) -> Any:
@@ -179,7 +168,7 @@ def rank1_solve(psi: Any, g: Any, damping: float) -> Any:
 
     Returns x with the broadcast shape of ``psi`` and ``g`` ((p,) or (m, p)).
     """
-    lam = _check_damping(damping, strict=True)
+    lam = check_damping(damping, strict=True)
     xp, (psi, g) = _xp_arrays([("psi", psi), ("g", g)])
     if xp is not np:
         raise NotImplementedError("rank1_solve on CuPy arrays is not available yet; use NumPy arrays")
@@ -229,7 +218,7 @@ def rankb_solve(Psi: Any, g: Any, damping: float) -> Any:
 
     Returns x with the shape of ``g``.
     """
-    lam = _check_damping(damping, strict=True)
+    lam = check_damping(damping, strict=True)
     xp, (Psi, g) = _xp_arrays([("Psi", Psi), ("g", g)])
     if xp is not np:
         raise NotImplementedError("rankb_solve on CuPy arrays is not available yet; use NumPy arrays")

@@ -24,7 +24,7 @@ from ._backend import get_array_module
 from ._layout import Layout, layout_of, unit_index
 from ._linop import linear_operator
 from ._loader import _core
-from ._validate import check_damping
+from ._validate import check_damping, check_fits
 
 __all__ = ["Provenance", "FisherMatrix", "Dense", "LayerBlocks", "UnitBlocks", "Diagonal", "unit_index"]
 
@@ -95,6 +95,13 @@ class FisherMatrix:
 
     def trace(self) -> float:
         return float(self.diagonal().sum())
+
+    def _dense_fits(self, max_bytes: int | None) -> None:
+        """to_dense() forms P x P values: refuse (MemoryError with the bytes) beyond the budget."""
+        P = self.n_params
+        check_fits(P * P * self.dtype.itemsize, f"to_dense() of {P} parameters (a {P} x {P} matrix)",
+                   f"keep the {type(self).__name__} and use mv, solve, diagonal or trace, which never form it",
+                   max_bytes)
 
     def frobenius(self) -> float:
         """Frobenius norm of the P x P matrix this object represents."""
@@ -182,7 +189,6 @@ def _cholesky_solve(blocks: Any, rhs: Any, damping: float, what: str) -> Any:
     return x
 
 
-_check_damping = check_damping
 
 class Dense(FisherMatrix):
     """The full P x P matrix."""
@@ -200,7 +206,8 @@ class Dense(FisherMatrix):
     def _with_blocks(self, blocks: list[Any], n: int) -> "Dense":
         return Dense(blocks[0], self.sizes, n, self.estimator, **self._kw())
 
-    def to_dense(self) -> Any:
+    def to_dense(self, max_bytes: int | None = None) -> Any:
+        """The P x P matrix itself (no copy, so no budget to check)."""
         return self.matrix
 
     def diagonal(self) -> Any:
@@ -211,13 +218,13 @@ class Dense(FisherMatrix):
 
     def solve(self, v: Any, damping: float = 0.0) -> Any:
         v = self._check_vector(v)
-        damping = _check_damping(damping)
+        damping = check_damping(damping)
         rhs = v if v.ndim == 2 else v[:, None]
         x = _cholesky_solve(self.matrix[None], rhs[None], damping, "block")[0]
         return x if v.ndim == 2 else x[:, 0]
 
     def inverse(self, damping: float = 0.0) -> Any:
-        damping = _check_damping(damping)
+        damping = check_damping(damping)
         xp = self.xp
         return _cholesky_solve(self.matrix[None], xp.eye(self.n_params, dtype=self.dtype)[None], damping, "block")[0]
 
@@ -274,8 +281,11 @@ class LayerBlocks(FisherMatrix):
         sl = [self.layout.layer_slice(l) for l in self.layers]
         return [(s.start, s.stop) for s in sl]
 
-    def to_dense(self) -> Any:
+    def to_dense(self, max_bytes: int | None = None) -> Any:
+        """The P x P matrix (zeros outside the blocks); MemoryError beyond `max_bytes` (default:
+        half the available memory)."""
         self._whole("to_dense()")
+        self._dense_fits(max_bytes)
         xp = self.xp
         out = xp.zeros((self.n_params, self.n_params), dtype=self.dtype)
         for (a, b), B in zip(self._offsets(), self._blocks):
@@ -299,7 +309,7 @@ class LayerBlocks(FisherMatrix):
     def solve(self, v: Any, damping: float = 0.0) -> Any:
         self._whole("solve()")
         v = self._check_vector(v)
-        damping = _check_damping(damping)
+        damping = check_damping(damping)
         parts = []
         for l, ((a, b), B) in zip(self.layers, zip(self._offsets(), self._blocks)):
             rhs = v[a:b] if v.ndim == 2 else v[a:b, None]
@@ -309,7 +319,7 @@ class LayerBlocks(FisherMatrix):
 
     def inverse(self, damping: float = 0.0) -> list[Any]:
         """Per layer, the inverse of (block + damping I)."""
-        damping = _check_damping(damping)
+        damping = check_damping(damping)
         xp = self.xp
         return [_cholesky_solve(B[None], xp.eye(B.shape[0], dtype=self.dtype)[None], damping,
                                 f"layer {l}, block")[0] for l, B in zip(self.layers, self._blocks)]
@@ -347,7 +357,10 @@ class UnitBlocks(FisherMatrix):
             out[xp.asarray(ix)] = p
         return out
 
-    def to_dense(self) -> Any:
+    def to_dense(self, max_bytes: int | None = None) -> Any:
+        """The P x P matrix (zeros outside the unit blocks); MemoryError beyond `max_bytes`
+        (default: half the available memory)."""
+        self._dense_fits(max_bytes)
         xp = self.xp
         out = xp.zeros((self.n_params, self.n_params), dtype=self.dtype)
         for ix, B in zip(self._index, self._blocks):
@@ -371,7 +384,7 @@ class UnitBlocks(FisherMatrix):
 
     def solve(self, v: Any, damping: float = 0.0) -> Any:
         v = self._check_vector(v)
-        damping = _check_damping(damping)
+        damping = check_damping(damping)
         parts = []
         for l, (B, vv) in enumerate(zip(self._blocks, self._gather(v))):
             rhs = vv if v.ndim == 2 else vv[..., None]
@@ -381,7 +394,7 @@ class UnitBlocks(FisherMatrix):
 
     def inverse(self, damping: float = 0.0) -> list[Any]:
         """Per layer, the inverses of the damped unit blocks (n_l, k, k)."""
-        damping = _check_damping(damping)
+        damping = check_damping(damping)
         xp = self.xp
         out = []
         for l, B in enumerate(self._blocks):
@@ -414,7 +427,10 @@ class Diagonal(FisherMatrix):
     def _with_blocks(self, blocks: list[Any], n: int) -> "Diagonal":
         return Diagonal(self.xp.concatenate(blocks), self.sizes, n, self.estimator, **self._kw())
 
-    def to_dense(self) -> Any:
+    def to_dense(self, max_bytes: int | None = None) -> Any:
+        """The P x P diagonal matrix; MemoryError beyond `max_bytes` (default: half the
+        available memory)."""
+        self._dense_fits(max_bytes)
         return self.xp.diag(self.values)
 
     def diagonal(self) -> Any:
@@ -426,7 +442,7 @@ class Diagonal(FisherMatrix):
 
     def solve(self, v: Any, damping: float = 0.0) -> Any:
         v = self._check_vector(v)
-        damping = _check_damping(damping)
+        damping = check_damping(damping)
         d = self.values + damping
         if not bool((d > 0).all()):
             bad = int(self.xp.argmin(d))

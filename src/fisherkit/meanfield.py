@@ -24,6 +24,8 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from ._validate import as_int
+
 __all__ = [
     "ACTIVATIONS",
     "unit_moments",
@@ -279,9 +281,7 @@ def meanfield_forward(
     (m = sqrt(q / 2 pi), A_hat = q / 2), identity and erf (A_hat = (2/pi) asin(2q/(1+2q)));
     quadrature otherwise. Returns a :class:`MeanField` of arrays of length depth + 1.
     """
-    depth = int(depth)
-    if depth < 0:
-        raise ValueError(f"argument 'depth' must be >= 0, got {depth}")
+    depth = as_int(depth, "depth", minimum=0)
     acts = [_check_activation(a, "activation") for a in _per_layer(activation, depth, "activation")]
     sw = [float(x) for x in _per_layer(sigma_w2, depth, "sigma_w2")]
     sb = [float(x) for x in _per_layer(sigma_b2, depth, "sigma_b2")]
@@ -322,7 +322,7 @@ def meanfield_backward(
     A0 = E[phi'^2] (:func:`unit_moments`). Returns beta[0..L]; beta[0] is the input
     sensitivity.
     """
-    sizes = [int(x) for x in sizes]
+    sizes = [as_int(x, "sizes", minimum=1) for x in sizes]
     if len(sizes) < 3 or any(x < 1 for x in sizes):
         raise ValueError(f"argument 'sizes' must be [n_0, n_1, ..., n_L, K] with L >= 1 positive widths, got {sizes}")
     L = len(sizes) - 2

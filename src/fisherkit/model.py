@@ -7,24 +7,32 @@ row-major with shape (n_out, n_in), then b_l.
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from . import _torch
 from . import heads as _heads
 from ._backend import dask_call, get_array_module, is_dask
 from ._layout import Layout, layout_of
 from ._loader import _core
-from ._validate import _convert, as_chunk, as_dtype, as_labels, as_matrix, check_fits
+from ._progress import reporter
+from ._validate import (_convert, as_budget, as_chunk, as_dtype, as_int, as_labels, as_matrix, as_out, as_real, as_seed,
+                        check_fits)
 
 ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "softplus", "erf", "gelu", "silu")
 
 
 def _check_activation(name: str, where: str) -> str:
-    if name not in ACTIVATIONS:
+    if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r} in {where}; expected one of {', '.join(ACTIVATIONS)}")
     return name
+
+
+# values of one parameter array that MLP.fingerprint hashes at most
+FINGERPRINT_VALUES = 1 << 16
 
 
 class MLP:
@@ -33,18 +41,21 @@ class MLP:
     Parameters
     ----------
     layers : list of (W, b)
-        W_l with shape (n_out, n_in) and b_l with shape (n_out,). Consecutive layers must
-        chain (n_in of layer l+1 equals n_out of layer l).
+        W_l with shape (n_out, n_in) and b_l with shape (n_out,), or ``None`` for a layer
+        without bias (it then has no bias parameters: the flat vector, every Fisher shape
+        and every gradient leave them out, as torch's ``nn.Linear(..., bias=False)`` does).
+        Consecutive layers must chain (n_in of layer l+1 equals n_out of layer l).
     activation : str or list of str
         One name for every hidden layer, or one per hidden layer: identity, relu, tanh,
-        sigmoid, softplus, erf. The output layer is always linear.
+        sigmoid, softplus, erf, gelu, silu. The output layer is always linear.
     head : str
         gaussian, categorical, bernoulli or poisson (see ``fisherkit.heads``).
     sigma : float
         Standard deviation of the Gaussian head (ignored by the others).
     dtype : float32 or float64, optional
-        The model's dtype. Default: the first weight's dtype when it is float32/float64,
-        else float64. Parameters and inputs are converted to it once, at the boundary.
+        The model's dtype. Default: the first weight's dtype when it is float32/float64 (of
+        either byte order), else float64. Parameters and inputs are converted to it once,
+        at the boundary.
     """
 
     def __init__(
@@ -56,33 +67,35 @@ class MLP:
         sigma: float = 1.0,
         dtype: Any = None,
     ) -> None:
+        if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+            raise TypeError(f"argument 'layers' must be a list of (W, b) pairs, got {type(layers).__name__}")
         layers = list(layers)
         if not layers:
             raise ValueError("argument 'layers' is empty; an MLP needs at least one (W, b) layer")
         for i, lb in enumerate(layers):
             if not isinstance(lb, (tuple, list)) or len(lb) != 2:
-                raise TypeError(f"layers[{i}] must be a (W, b) pair")
+                raise TypeError(f"layers[{i}] must be a (W, b) pair (b may be None for a layer without bias)")
         named = [(f"layers[{i}].weight", w) for i, (w, _) in enumerate(layers)]
-        named += [(f"layers[{i}].bias", b) for i, (_, b) in enumerate(layers)]
+        named += [(f"layers[{i}].bias", b) for i, (_, b) in enumerate(layers) if b is not None]
         xp = get_array_module(*named)
         if dtype is None:
             d0 = xp.asarray(layers[0][0]).dtype
-            dtype = d0 if d0 in (np.float32, np.float64) else np.float64
+            dtype = d0 if d0.kind == "f" and d0.itemsize in (4, 8) else np.float64
         self._dtype = as_dtype(dtype)
         self._xp = xp
         self._weights: list[Any] = []
         self._biases: list[Any] = []
         for i, (w, b) in enumerate(layers):
             W = xp.asarray(w)
-            B = xp.asarray(b)
+            B = None if b is None else xp.asarray(b)
             for arr, what in ((W, "weight"), (B, "bias")):
-                if arr.dtype.kind not in "fiub":
+                if arr is not None and arr.dtype.kind not in "fiub":
                     raise TypeError(f"layers[{i}].{what} must be real numeric, got dtype {arr.dtype}")
             if W.ndim != 2:
                 raise ValueError(f"layers[{i}].weight must be 2-D (n_out, n_in), got shape {tuple(W.shape)}")
-            if B.ndim != 1:
-                raise ValueError(f"layers[{i}].bias must be 1-D (n_out,), got shape {tuple(B.shape)}")
-            if B.shape[0] != W.shape[0]:
+            if B is not None and B.ndim != 1:
+                raise ValueError(f"layers[{i}].bias must be 1-D (n_out,) or None, got shape {tuple(B.shape)}")
+            if B is not None and B.shape[0] != W.shape[0]:
                 raise ValueError(
                     f"layers[{i}].bias has {B.shape[0]} entries but layers[{i}].weight has {W.shape[0]} rows"
                 )
@@ -91,9 +104,11 @@ class MLP:
                     f"layer shapes do not chain: layers[{i}].weight has {W.shape[1]} columns but "
                     f"layers[{i-1}] has {self._weights[-1].shape[0]} outputs"
                 )
+            if min(W.shape) < 1:
+                raise ValueError(f"layers[{i}].weight has an empty dimension, shape {tuple(W.shape)}")
             # always copies: the model never aliases the caller's (or torch's) arrays
             self._weights.append(_convert(xp, W, self._dtype, f"layers[{i}].weight", copy=True))
-            self._biases.append(_convert(xp, B, self._dtype, f"layers[{i}].bias", copy=True))
+            self._biases.append(None if B is None else _convert(xp, B, self._dtype, f"layers[{i}].bias", copy=True))
         n_hidden = len(layers) - 1
         if isinstance(activation, str):
             acts = [activation] * n_hidden
@@ -108,10 +123,7 @@ class MLP:
                 _check_activation(a, f"activation[{i}]")
         self._activations = acts
         self._head = _heads.check_name(head)
-        sigma = float(sigma)
-        if not (np.isfinite(sigma) and sigma > 0):
-            raise ValueError(f"argument 'sigma' must be a finite positive standard deviation, got {sigma}")
-        self._sigma = sigma
+        self._sigma = as_real(sigma, "sigma", minimum=0.0, strict=True)
         if self._head == "categorical" and self.output_dim < 2:
             raise ValueError("the categorical head needs at least 2 outputs (logits)")
 
@@ -128,42 +140,86 @@ class MLP:
         sigma: float = 1.0,
         weight_std: float | None = None,
         bias_std: float = 0.0,
+        bias: bool | Sequence[bool] = True,
     ) -> "MLP":
         """Random MLP with layer widths `sizes` = [n_0, n_1, ..., n_L].
 
         W_l ~ N(0, s^2 / n_{l-1}) with s = sqrt(2) for relu layers and 1 otherwise (or
-        `weight_std` if given), b_l ~ N(0, bias_std^2). Reproducible from `seed`.
+        `weight_std` if given), b_l ~ N(0, bias_std^2). `bias`: False (or one flag per
+        layer) for layers without bias. Reproducible from `seed` (an integer, or None for
+        fresh entropy).
         """
-        sizes = [int(s) for s in sizes]
-        if len(sizes) < 2 or any(s < 1 for s in sizes):
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+            raise TypeError(f"argument 'sizes' must be a list of layer widths, got {type(sizes).__name__}")
+        sizes = [as_int(s, "sizes", minimum=1, maximum=2**31 - 1) for s in sizes]
+        if len(sizes) < 2:
             raise ValueError(f"argument 'sizes' must list at least 2 positive widths, got {sizes}")
-        rng = np.random.default_rng(seed)
+        n = len(sizes) - 1
+        flags = [bias] * n if isinstance(bias, (bool, np.bool_)) else list(bias)
+        if len(flags) != n or not all(isinstance(f, (bool, np.bool_)) for f in flags):
+            raise ValueError(f"argument 'bias' must be True, False or one bool per layer ({n}), got {bias!r}")
+        std = as_real(weight_std, "weight_std", minimum=0.0) if weight_std is not None else None
+        rng = np.random.default_rng(as_seed(seed))
         acts = [activation] * (len(sizes) - 2) if isinstance(activation, str) else list(activation)
         layers = []
-        for i in range(len(sizes) - 1):
+        for i in range(n):
             n_in, n_out = sizes[i], sizes[i + 1]
-            gain = weight_std if weight_std is not None else (
-                np.sqrt(2.0) if i < len(acts) and acts[i] == "relu" else 1.0)
+            gain = std if std is not None else (np.sqrt(2.0) if i < len(acts) and acts[i] == "relu" else 1.0)
             W = rng.standard_normal((n_out, n_in)) * (gain / np.sqrt(n_in))
-            b = rng.standard_normal(n_out) * bias_std
+            b = rng.standard_normal(n_out) * as_real(bias_std, "bias_std", minimum=0.0) if flags[i] else None
             layers.append((W, b))
         return cls(layers, activation, head, sigma=sigma, dtype=dtype)
 
     @classmethod
     def from_npz(cls, path: str | Path) -> "MLP":
-        """Load a model written by :meth:`to_npz` (no pickle)."""
-        with np.load(path, allow_pickle=False) as z:
-            n = int(z["n_layers"])
-            layers = [(z[f"W{i}"], z[f"b{i}"]) for i in range(n)]
-            acts = [str(a) for a in z["activations"]]
-            return cls(layers, acts, str(z["head"]), sigma=float(z["sigma"]), dtype=z["W0"].dtype)
+        """Load a model written by :meth:`to_npz` (no pickle). A file that is not such a model
+        (not a zip archive, truncated, or missing an entry) raises ValueError naming the file
+        and what is wrong; weights of any real dtype and byte order are read as ``MLP``
+        reads them."""
+        what = f"model file {str(path)!r}"
+        with open(path, "rb") as fh:  # ours to close, also when np.load fails half-way
+            try:
+                z = np.load(fh, allow_pickle=False)
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+                raise ValueError(f"{what} is not a readable .npz archive ({type(exc).__name__}: {exc})") from None
+            if not hasattr(z, "files"):
+                raise ValueError(f"{what} holds a single array, not a model written by MLP.to_npz")
+            try:
+                with z:
+                    return cls._from_archive(z, what)
+            except (zipfile.BadZipFile, EOFError, OSError) as exc:
+                raise ValueError(f"{what} is truncated or damaged ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def _from_archive(cls, z: Any, what: str) -> "MLP":
+        def entry(key: str) -> np.ndarray:
+            if key not in z.files:
+                raise ValueError(f"{what} is not a model written by MLP.to_npz: entry {key!r} is missing "
+                                 f"(it holds {', '.join(z.files) or 'nothing'})")
+            return z[key]
+
+        n_arr = entry("n_layers")
+        if n_arr.shape != () or n_arr.dtype.kind not in "iu":
+            raise ValueError(f"{what}: 'n_layers' must be one integer, got {n_arr.dtype} of shape {n_arr.shape}")
+        n = as_int(n_arr.item(), "n_layers", minimum=1, maximum=10_000)
+        bias = entry("bias") if "bias" in z.files else np.ones(n, dtype=bool)  # files before bias-free layers
+        if bias.shape != (n,) or bias.dtype != bool:
+            raise ValueError(f"{what}: 'bias' must hold {n} booleans, got {bias.dtype} of shape {bias.shape}")
+        layers = [(entry(f"W{i}"), entry(f"b{i}") if bias[i] else None) for i in range(n)]
+        acts = entry("activations")
+        head, sigma = entry("head"), entry("sigma")
+        if acts.dtype.kind != "U" or head.dtype.kind != "U" or head.shape != () or sigma.shape != ():
+            raise ValueError(f"{what}: 'activations' and 'head' must be strings and 'sigma' one number")
+        return cls(layers, [str(a) for a in acts], str(head), sigma=float(sigma), dtype=None)
 
     def to_npz(self, path: str | Path) -> None:
-        """Save weights, activations, head and sigma to an .npz file (no pickle)."""
-        arrays = {"n_layers": np.array(self.n_layers)}
+        """Save weights, biases (layers without one are recorded as such), activations, head
+        and sigma to an .npz file (no pickle)."""
+        arrays = {"n_layers": np.array(self.n_layers), "bias": np.array([b is not None for b in self._biases])}
         for i, (W, b) in enumerate(self.layers):
             arrays[f"W{i}"] = _host(W)
-            arrays[f"b{i}"] = _host(b)
+            if b is not None:
+                arrays[f"b{i}"] = _host(b)
         arrays["activations"] = np.array(self._activations, dtype=str)
         arrays["head"] = np.array(self._head)
         arrays["sigma"] = np.array(self._sigma)
@@ -171,59 +227,61 @@ class MLP:
 
     @classmethod
     def from_torch(cls, module: Any, head: str = "categorical", *, sigma: float = 1.0, dtype: Any = None) -> "MLP":
-        """Build from a ``torch.nn.Sequential`` of ``Linear`` layers and supported
-        activations (ReLU, Tanh, Sigmoid, Softplus with default beta, Identity). Needs torch."""
-        try:
-            import torch.nn as nn
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError("MLP.from_torch needs PyTorch (pip install torch)") from exc
-        act_of = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Identity: "identity"}
-        layers, acts = [], []
-        pending: str | None = None
-        mods = list(module.children()) if isinstance(module, nn.Sequential) else [module]
-        for i, m in enumerate(mods):
-            if isinstance(m, nn.Linear):
-                if layers:
-                    acts.append(pending or "identity")
-                pending = None
-                W = m.weight.detach().cpu().numpy()
-                b = m.bias.detach().cpu().numpy() if m.bias is not None else np.zeros(W.shape[0], W.dtype)
-                layers.append((W, b))
-            elif isinstance(m, nn.Softplus):
-                if m.beta != 1 or m.threshold < 20:
-                    raise ValueError(f"module {i}: only Softplus(beta=1) is supported")
-                pending = _set_pending(pending, "softplus", i)
-            elif type(m) in act_of:
-                pending = _set_pending(pending, act_of[type(m)], i)
-            else:
-                raise ValueError(f"module {i} ({type(m).__name__}) is not a Linear layer or a supported activation")
-        if not layers:
-            raise ValueError("the module has no Linear layer")
-        if pending is not None:
-            raise ValueError("the last module must be Linear (the head applies the output non-linearity)")
-        return cls(layers, acts, head, sigma=sigma, dtype=dtype)
+        """Build from a PyTorch MLP: an ``nn.Sequential`` (nested ones are flattened, and a
+        module whose only child is one is unwrapped) of ``Linear`` layers (with or without
+        bias: the parameter vector is torch's) and the activations ``ReLU``, ``Tanh``,
+        ``Sigmoid``, ``Softplus`` (beta 1), ``GELU`` (exact), ``SiLU``; ``Flatten`` before the
+        first layer, ``Dropout`` and ``Identity`` are no-ops at evaluation and are skipped.
+        Anything else is refused naming the module and its position (``module 1.0`` is child
+        0 of child 1). Tensors that require grad are detached and copied. float16 and
+        bfloat16 parameters need an explicit ``dtype`` (NumPy has no bfloat16; the
+        conversion to float32/float64 is exact). Needs torch."""
+        layers, acts, mdtype = _torch.parse_sequential(module, dtype)
+        return cls(layers, acts, head, sigma=sigma, dtype=mdtype)
+
+    def to_torch(self) -> Any:
+        """An equivalent ``torch.nn.Sequential`` (``Linear`` layers, bias where this model has
+        one, and one activation module after each hidden layer) in the model's dtype, on the
+        CPU: ``MLP.from_torch(m.to_torch())`` gives this model back. Needs torch."""
+        return _torch.build_sequential([(_host(W), None if b is None else _host(b)) for W, b in self.layers],
+                                self._activations, self._dtype)
 
     def copy(self) -> "MLP":
-        return MLP([(W.copy(), b.copy()) for W, b in self.layers], list(self._activations),
+        return MLP([(W.copy(), None if b is None else b.copy()) for W, b in self.layers], list(self._activations),
                    self._head, sigma=self._sigma, dtype=self._dtype)
 
-    def to(self, device: str) -> "MLP":
-        """A copy of the model with its parameters on `device`: ``"cuda"`` (CuPy arrays, on
-        CuPy's current device; every call then runs on the GPU and takes CuPy inputs) or
-        ``"cpu"`` (NumPy arrays)."""
-        if device in ("cuda", "gpu"):
+    def to(self, device: Any) -> "MLP":
+        """A copy of the model with its parameters on `device`: ``"cuda"`` or ``"cuda:N"``
+        (CuPy arrays on CuPy's current device, or on GPU N; every call then runs on the GPU and
+        takes CuPy inputs), ``"cpu"`` (NumPy arrays), or a ``torch.device`` / CuPy ``Device``
+        naming one of these."""
+        kind, index = _parse_device(device)
+        if kind == "cuda":
             try:
                 import cupy
             except ImportError:
-                raise RuntimeError("MLP.to('cuda') needs CuPy: pip install 'fisherkit[cuda12]' "
+                raise RuntimeError(f"MLP.to({device!r}) needs CuPy: pip install 'fisherkit[cuda12]' "
                                    "(or [cuda13])") from None
-            move: Any = cupy.asarray
-        elif device in ("cpu", "host"):
-            move = _host
+            if index is None:
+                move: Any = cupy.asarray
+            else:
+                def move(a: Any) -> Any:
+                    with cupy.cuda.Device(index):
+                        return cupy.asarray(a)
         else:
-            raise ValueError(f"argument 'device' must be 'cpu' or 'cuda', got {device!r}")
-        return MLP([(move(W), move(b)) for W, b in self.layers], list(self._activations),
+            move = _host
+        return MLP([(move(W), None if b is None else move(b)) for W, b in self.layers], list(self._activations),
                    self._head, sigma=self._sigma, dtype=self._dtype)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # arrays unpickled from a message buffer (Dask, multiprocessing) may sit at an odd
+        # offset or be read-only: the compiled core must never read them unaligned
+        self.__dict__.update(state)
+        for arrays in (self._weights, self._biases):
+            for i, a in enumerate(arrays):
+                flags = getattr(a, "flags", None)
+                if flags is not None and not (getattr(flags, "aligned", True) and getattr(flags, "writeable", True)):
+                    arrays[i] = self._xp.array(a, copy=True)
 
     @property
     def device(self) -> str:
@@ -295,19 +353,25 @@ class MLP:
 
     def fingerprint(self) -> str:
         """A digest of everything the model computes with: architecture, activations, head,
-        sigma, dtype and every parameter value. Results carry it so that ``merge`` refuses to
-        combine estimates of different models."""
+        sigma, dtype and the parameter values. Results carry it so that ``merge`` refuses to
+        combine estimates of different models. Arrays of up to FINGERPRINT_VALUES values are
+        hashed whole; a larger array by an evenly strided sample of about that many values
+        (so that a Fisher call on a large model, or on the GPU, does not hash or transfer
+        every weight): any change of all weights, as a training step makes, changes it."""
         h = hashlib.blake2b(digest_size=16)
         h.update(repr((self.sizes, self._activations, self._head, self._sigma, self._dtype.str,
                        [b is not None for b in self._biases])).encode())
         for a in self._weights + [b for b in self._biases if b is not None]:
-            h.update(np.ascontiguousarray(_host(a)).tobytes())
+            flat = a.reshape(-1)
+            step = -(-flat.size // FINGERPRINT_VALUES)
+            h.update(memoryview(np.ascontiguousarray(_host(flat[::step]))).cast("B"))
         return h.hexdigest()
 
     def flat_params(self) -> Any:
-        """All parameters in the canonical order: per layer W (row-major), then b."""
+        """All parameters in the canonical order: per layer W (row-major), then b (when the
+        layer has one)."""
         xp = self._xp
-        return xp.concatenate([xp.concatenate([W.ravel(), b]) for W, b in self.layers])
+        return xp.concatenate([W.ravel() if b is None else xp.concatenate([W.ravel(), b]) for W, b in self.layers])
 
     def set_flat_params(self, theta: Any) -> None:
         """Overwrite the parameters from a flat vector in the canonical order."""
@@ -317,14 +381,17 @@ class MLP:
             raise ValueError(f"argument 'theta' must have shape ({self.n_params},), got {tuple(theta.shape)}")
         for (ws, bs), W, b in zip(self.param_slices(), self._weights, self._biases):
             W[...] = theta[ws].reshape(W.shape)
-            b[...] = theta[bs]
+            if b is not None:
+                b[...] = theta[bs]
 
     def unflatten(self, theta: Any) -> list[tuple[Any, Any]]:
-        """Split a flat vector into per-layer (dW, db) arrays (views where possible)."""
+        """Split a flat vector into per-layer (dW, db) arrays (views where possible; db is
+        None for a layer without bias)."""
         theta = self._xp.asarray(theta)
         if theta.shape != (self.n_params,):
             raise ValueError(f"argument 'theta' must have shape ({self.n_params},), got {tuple(theta.shape)}")
-        return [(theta[ws].reshape(W.shape), theta[bs]) for (ws, bs), W in zip(self.param_slices(), self._weights)]
+        return [(theta[ws].reshape(W.shape), None if bs is None else theta[bs])
+                for (ws, bs), W in zip(self.param_slices(), self._weights)]
 
     def __repr__(self) -> str:
         return (f"MLP(sizes={self.sizes}, activations={self._activations}, head={self._head!r}, "
@@ -377,18 +444,22 @@ class MLP:
         return float(loss), out
 
     def per_sample_grads(self, X: Any, y: Any, *, chunk: int = 0, max_bytes: int | None = None,
-                         out: Any = None) -> Any:
+                         out: Any = None, progress: Any = None) -> Any:
         """Gradients of -log p(y_n | x_n) per sample, shape (N, P). For small problems:
         refuses with MemoryError when N x P would exceed the memory budget. `out`: an
         existing C-contiguous (N, P) array of the model's dtype to write into (reusing a
-        buffer avoids the page faults of a fresh N x P allocation, often half the time)."""
+        buffer avoids the page faults of a fresh N x P allocation, often half the time).
+        `progress`: a callable taking (done, total) inputs, or True for a progress bar."""
+        chunk = as_chunk(chunk)
         Xc, yc = self._inputs(X, y)
         n = Xc.shape[0]
+        as_budget(max_bytes)
         if out is None:
             check_fits(n * self.n_params * self._dtype.itemsize, f"per_sample_grads (N={n} x P={self.n_params})",
                        "pass fewer samples at a time, or use fisherkit.fisher(...) which streams", max_bytes)
         out = self._out_buffer(out, (n, self.n_params))
-        _core.per_sample_grads(*self._core_args(), self._head, self._sigma, Xc, yc, out, as_chunk(chunk))
+        with reporter(progress, "per_sample_grads") as cb:
+            _core.per_sample_grads(*self._core_args(), self._head, self._sigma, Xc, yc, out, chunk, cb)
         return out
 
     def _direction(self, v: Any, name: str = "v") -> Any:
@@ -426,6 +497,7 @@ class MLP:
         write into."""
         Xc, _ = self._inputs(X)
         n, c, p = Xc.shape[0], self.output_dim, self.n_params
+        as_budget(max_bytes)
         if out is None:
             check_fits(n * c * p * self._dtype.itemsize, f"jacobian (N={n} x C={c} x P={p})",
                        "use fewer inputs, or fisherkit.fisher(...) which never forms the Jacobian", max_bytes)
@@ -436,10 +508,8 @@ class MLP:
     def _out_buffer(self, out: Any, shape: tuple[int, ...]) -> Any:
         if out is None:
             return self._xp.empty(shape, dtype=self._dtype)
+        as_out(self._xp, out, shape, self._dtype)
         get_array_module(("out", out), ("model parameters", self._weights[0]))
-        if tuple(out.shape) != shape or out.dtype != self._dtype or not out.flags.c_contiguous:
-            raise ValueError(f"argument 'out' must be a C-contiguous {self._dtype.name} array of shape {shape}, "
-                             f"got {out.dtype} {tuple(out.shape)}")
         return out
 
 
@@ -452,10 +522,22 @@ def check_model(model: Any, *, host_only: bool = False, what: str = "this comput
     return model
 
 
-def _set_pending(pending: str | None, name: str, i: int) -> str:
-    if pending is not None:
-        raise ValueError(f"module {i}: two activations in a row are not supported")
-    return name
+def _parse_device(device: Any) -> tuple[str, int | None]:
+    """("cpu" | "cuda", GPU index or None) from "cpu", "cuda", "cuda:N", "gpu", a
+    ``torch.device`` or a CuPy ``Device``."""
+    if hasattr(device, "id") and type(device).__module__.startswith("cupy"):
+        return "cuda", as_int(device.id, "device", minimum=0)
+    text = str(device) if type(device).__name__ == "device" else device  # torch.device("cuda:1")
+    if isinstance(text, str):
+        name, _, idx = text.strip().lower().partition(":")
+        if name in ("cpu", "host") and not idx:
+            return "cpu", None
+        if name in ("cuda", "gpu"):
+            if not idx:
+                return "cuda", None
+            if idx.isdigit():
+                return "cuda", int(idx)
+    raise ValueError(f"argument 'device' must be 'cpu', 'cuda' or 'cuda:N' (N a GPU index), got {device!r}")
 
 
 def _host(a: Any) -> np.ndarray:

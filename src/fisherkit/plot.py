@@ -43,6 +43,16 @@ def _layers(r: Any) -> np.ndarray:
     return np.arange(1, len(r["model/layer_params"]) + 1)
 
 
+
+def _per_layer_axes(ax: Any, x: Any, ylabel: str, title: str, loc: str = "best") -> Any:
+    """The common frame of the per-layer figures: one tick per layer, labels, a legend."""
+    ax.set_xticks(x)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize="small", loc=loc)
+    return ax
+
 def _estimators(r: Any) -> list[str]:
     return [e for e in ("score", "hessian") if f"variance/{e}/layer_mean_sd" in r]
 
@@ -55,12 +65,7 @@ def layer_mass(r: Any, ax: Any) -> Any:
     ax.bar(x + 0.2, r["fisher/layer_param_share"], width=0.4, label="share of the parameters", color="0.7")
     top = np.nanmax(np.concatenate([r["fisher/layer_share"], r["fisher/layer_param_share"]]))
     ax.set_ylim(0, 1.35 * top if np.isfinite(top) and top > 0 else 1)  # room for the legend
-    ax.set_xticks(x)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("share")
-    ax.set_title("where the Fisher mass sits")
-    ax.legend(frameon=False, fontsize="small", loc="upper left", ncol=1)
-    return ax
+    return _per_layer_axes(ax, x, "share", "where the Fisher mass sits", loc="upper left")
 
 
 def diagonal_histogram(r: Any, ax: Any) -> Any:
@@ -126,12 +131,7 @@ def estimator_sd(r: Any, ax: Any) -> Any:
         ax.semilogy(x[shown], sd[shown], "s-", color=c, label=f"sd, {e}")
         up = r[f"variance/{e}/layer_mean_sd_upper"]
         ax.semilogy(x[up > 0], up[up > 0], "v--", color=c, alpha=0.6, label=f"upper bound, {e}")
-    ax.set_xticks(x)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("mean over the layer")
-    ax.set_title("estimator noise against the Fisher")
-    ax.legend(frameon=False, fontsize="small")
-    return ax
+    return _per_layer_axes(ax, x, "mean over the layer", "estimator noise against the Fisher")
 
 
 def log_ratio(r: Any, ax: Any) -> Any:
@@ -143,12 +143,7 @@ def log_ratio(r: Any, ax: Any) -> Any:
     for i, e in enumerate(ests):
         v = np.nan_to_num(r[f"variance/{e}/layer_log_ratio"], nan=0.0)
         ax.bar(x - 0.4 + w * (i + 0.5), v, width=w, color=_ESTIMATOR_COLOR[e], label=e)
-    ax.set_xticks(x)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("median log(bound / variance)")
-    ax.set_title("how tight the bounds are")
-    ax.legend(frameon=False, fontsize="small")
-    return ax
+    return _per_layer_axes(ax, x, "median log(bound / variance)", "how tight the bounds are")
 
 
 def estimator_choice(r: Any, ax: Any) -> Any:
@@ -159,12 +154,7 @@ def estimator_choice(r: Any, ax: Any) -> Any:
     ax.bar(x, r["variance/layer_hessian_wins"], width=0.6, color="C3", label="Hessian estimator wins")
     ax.plot(x, r["variance/layer_mean_alpha"], "ko-", label="mean weight of score in the optimal mix")
     ax.set_ylim(0, 1.05)
-    ax.set_xticks(x)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("share / weight")
-    ax.set_title("which estimator to sample")
-    ax.legend(frameon=False, fontsize="small")
-    return ax
+    return _per_layer_axes(ax, x, "share / weight", "which estimator to sample")
 
 
 def block_structure(r: Any, ax: Any) -> Any:

@@ -301,7 +301,7 @@ def report(
         rate = gemm_rate()
     ctx = Context(model, X, y, tuple(e for e in ESTIMATORS if e in est), int(samples), int(seed), rate)
     ctx.arrays["model/sizes"] = np.array(model.sizes)
-    ctx.arrays["model/layer_params"] = np.array([o * (i + 1) for i, o in zip(model.sizes[:-1], model.sizes[1:])])
+    ctx.arrays["model/layer_params"] = np.array([model.layout.layer_params(l) for l in range(model.n_layers)])
     ctx.arrays["data/n_inputs"] = np.array(n)
     with blas_threads():
         _run_sections(ctx, budget, quiet)

@@ -30,6 +30,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ._loader import _core
+from ._validate import as_int
 from .fisher import fisher
 from .model import MLP, check_model
 
@@ -120,10 +121,8 @@ def block_structure(model: MLP, X: Any, y: Any = None, *, estimator: str = "exac
         return BlockStructure(rms, mass, ratio, counts, inb, False)
     if estimator != "exact":
         raise ValueError("argument 'estimator': sampled pairs support the exact estimator only")
-    k = int(pairs)
-    if k < 1:
-        raise ValueError(f"argument 'pairs' must be >= 1, got {pairs}")
-    rng = np.random.default_rng(seed)
+    k = as_int(pairs, "pairs", minimum=1)
+    rng = np.random.default_rng(as_int(seed, "seed", minimum=0))
     P = la.size
     chosen: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for c in CLASSES:
@@ -141,7 +140,7 @@ def block_structure(model: MLP, X: Any, y: Any = None, *, estimator: str = "exac
     s1 = {c: np.zeros(len(chosen[c][0])) for c in CLASSES}
     s2 = {c: np.zeros(len(chosen[c][0])) for c in CLASSES}
     diag = np.asarray(fisher(model, Xc, estimator="exact", shape="diag").values, dtype=np.float64)
-    for D, xt in _factors(model, Xc, int(chunk)):
+    for D, xt in _factors(model, Xc, as_int(chunk, "chunk", minimum=1)):
         # per sample s and column c: d theta_a = D[l_a][u_a, s, c] xt[l_a][s, j_a]
         Dt = [np.ascontiguousarray(np.moveaxis(Dl, 2, 0)) for Dl in D]  # (m, n, C): unit rows contiguous
         n_rows = xt[0].shape[0]

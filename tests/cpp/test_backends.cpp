@@ -404,3 +404,35 @@ TEST_CASE_TEMPLATE("kfac: factors, EKFAC diagonal and the distance sums, with an
                      fk::vector_view(K.data(), std::int64_t(K.size())));
   }), "not 'hessian'"));
 }
+
+TEST_CASE_TEMPLATE("overflow: a non-finite result of finite inputs is an error naming the input row", T, float,
+                   double) {
+  // one linear layer into a Poisson head: h = 4 x, so x = h / 4 with h = 720 (float64) or
+  // 100 (float32) makes exp(h) overflow at that row only
+  const T h = sizeof(T) == 4 ? T(100) : T(720);
+  std::vector<T> W(8, T(1)), X(24, T(0));
+  for (int j = 0; j < 4; ++j) X[static_cast<size_t>(4 * 4 + j)] = h / T(4);  // row 4
+  const fk::Mlp<T> m({{fk::matrix_view<const T>(W.data(), 2, 4), fk::VectorView<const T>{nullptr, 0, 1}}}, {});
+  const fk::Head head{fk::HeadKind::poisson, 1.0};
+  const auto Xv = fk::matrix_view<const T>(X.data(), 6, 4);
+  std::vector<T> y(12, T(1)), grads(static_cast<size_t>(6 * m.n_params())), g(static_cast<size_t>(m.n_params()));
+  const auto yv = fk::matrix_view<const T>(y.data(), 6, 2);
+  using fisherkit_test::contains;
+  using fisherkit_test::error_of;
+  const std::string e1 = error_of([&] {
+    fk::per_sample_grads(m, head, Xv, yv, fk::matrix_view<T>(grads.data(), 6, m.n_params()), 0);
+  });
+  CHECK(contains(e1, "overflows"));
+  CHECK(contains(e1, "at input row 4"));
+  const std::string e2 = error_of([&] {
+    fk::nll_gradient(m, head, Xv, yv, fk::vector_view<T>(g.data(), m.n_params()), 0);
+  });
+  CHECK(contains(e2, "at input row 4"));
+  // the sums: variance of the score estimator over rows whose residuals are finite but whose
+  // fourth moments are not
+  std::vector<T> var(static_cast<size_t>(m.n_params()));
+  const std::string e3 = error_of([&] {
+    fk::variance_sum(m, head, Xv, fk::Moment::v1, fk::Shape::diag, fk::vector_view<T>(var.data(), m.n_params()), 2);
+  });
+  CHECK(contains(e3, "at input row 4"));
+}

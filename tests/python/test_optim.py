@@ -113,3 +113,14 @@ def test_bad_arguments(rng):
         optim.NaturalGradient(model, lr=0.1, ema=0.0)
     with pytest.raises(TypeError, match="model"):
         optim.Adam("not a model", lr=0.1)
+
+
+def test_curvature_every_default_per_method_and_validation():
+    model = fk.MLP.init([3, 4, 2], "tanh", "categorical", seed=0)
+    assert optim.NaturalGradient(model, 0.1, method="unit-correlated").curvature_every == 5
+    assert optim.NaturalGradient(model, 0.1, method="unit-meanfield").curvature_every == 1
+    assert optim.NaturalGradient(model, 0.1, method="unit-correlated", curvature_every=1).curvature_every == 1
+    with pytest.raises(TypeError, match="'curvature_every'"):
+        optim.NaturalGradient(model, 0.1, curvature_every=2.5)
+    with pytest.raises(ValueError, match="'curvature_every'"):
+        optim.NaturalGradient(model, 0.1, curvature_every=0)

@@ -67,8 +67,8 @@ template <class T>
 std::int64_t fisher_size(const Mlp<T>& mlp, Shape shape);
 
 /// Bytes of workspace fisher() allocates besides `out` for these options and N inputs on
-/// the host: the float64 accumulator (every shape but diag when T is float, or when `out`
-/// is strided) and the per-chunk buffers.
+/// the host: the per-chunk buffers. The result accumulates in `out` itself, in T, when
+/// `out` has unit stride (a strided `out` adds one result-sized buffer of T).
 template <class T>
 std::int64_t fisher_workspace_bytes(const Mlp<T>& mlp, const FisherOptions& opt, std::int64_t N);
 

@@ -23,8 +23,7 @@ template <class T>
 std::int64_t fisher_workspace_bytes(const Mlp<T>& mlp, const FisherOptions& opt, std::int64_t N) {
   const std::int64_t per = passes::fisher_per_sample(mlp, opt) * static_cast<std::int64_t>(sizeof(T));
   const std::int64_t chunk = passes::chunk_size<cpu::HostExec>(opt.chunk, N, per, opt.shape == Shape::unit ? 4 : 1);
-  const std::int64_t acc = std::is_same_v<T, double> ? 0 : mlp.layout().size(opt.shape) * 8;
-  return acc + chunk * per;
+  return chunk * per;  // the result accumulates in place in a contiguous `out`
 }
 
 template <class T>

@@ -6,6 +6,9 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <memory>
+#include <new>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -13,9 +16,33 @@
 #include "../blas.hpp"
 #include "../parallel.hpp"
 #include "../simd.hpp"
+#include "fisherkit/error.hpp"
+#include "fisherkit/monitor.hpp"
+#include "stream.hpp"
 #include "fisherkit/view.hpp"
 
 namespace fisherkit::cpu {
+
+/// An allocator whose resize leaves new values uninitialised (workspaces are written before
+/// they are read): a value-initialising resize would zero every workspace on every call.
+template <class T>
+struct UninitAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = UninitAllocator<U>;
+  };
+  UninitAllocator() = default;
+  template <class U>
+  UninitAllocator(const UninitAllocator<U>&) noexcept {}
+  template <class U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
+};
 
 class HostExec {
  public:
@@ -34,14 +61,21 @@ class HostExec {
     Buf& operator=(Buf&&) noexcept = default;
     Buf(const Buf&) = delete;
     void resize(std::int64_t n) {
-      if (static_cast<size_t>(n) > v_.size()) v_.resize(static_cast<size_t>(n));
+      if (static_cast<size_t>(n) <= v_.size()) return;
+      try {
+        v_.resize(static_cast<size_t>(n));
+      } catch (const std::bad_alloc&) {  // name the bytes: a bare std::bad_alloc helps nobody
+        throw TooLarge("could not allocate " + std::to_string(double(n) * double(sizeof(T)) / double(1 << 20)) +
+                       " MiB of workspace (" + std::to_string(n) + " values of " + std::to_string(sizeof(T)) +
+                       " bytes); pass a smaller chunk, fewer samples or a smaller shape");
+      }
     }
     T* data() { return v_.data(); }
     const T* data() const { return v_.data(); }
     void swap(Buf& o) noexcept { v_.swap(o.v_); }
 
    private:
-    std::vector<T> v_;
+    std::vector<T, UninitAllocator<T>> v_;
   };
 
   /// Called by the passes after the layout checks, before any work.
@@ -62,6 +96,44 @@ class HostExec {
     detail::parallel_for(rows, cols, [&](std::int64_t r) {
       for (std::int64_t j = 0; j < cols; ++j) f(r, j);
     });
+  }
+
+  /// store(r, j, sum_t term(r, t, j)) for r in [0, rows), j in [0, cols), t in [0, terms):
+  /// per row the sums run over t outside and j inside, so the j loop vectorises even when
+  /// term(r, t, j) reads with a stride in t.
+  template <class Term, class Store>
+  void for_2d_sum(std::int64_t rows, std::int64_t cols, std::int64_t terms, Term term, Store store) {
+    if (rows <= 0 || cols <= 0) return;
+    using V = std::decay_t<decltype(term(std::int64_t(0), std::int64_t(0), std::int64_t(0)))>;
+    detail::parallel_for(rows, cols * (terms > 0 ? terms : 1), [&](std::int64_t r) {
+      thread_local std::vector<V> acc;
+      if (acc.size() < static_cast<size_t>(cols)) acc.resize(static_cast<size_t>(cols));
+      V* a = acc.data();
+      for (std::int64_t j = 0; j < cols; ++j) a[j] = V(0);
+      for (std::int64_t t = 0; t < terms; ++t)
+        for (std::int64_t j = 0; j < cols; ++j) a[j] += term(r, t, j);
+      for (std::int64_t j = 0; j < cols; ++j) store(r, j, a[j]);
+    });
+  }
+
+  /// Rows of parameter-gradient form: for each backward row r (of sample s = r / M), the
+  /// layer's block D[r] (x) abar_s at base + s ld + (r % M) mstride (weights u ni + j, then
+  /// the biases when `bias`). With `stream` (a result the caller reads later, such as
+  /// per-sample gradients) the weight rows go out by non-temporal stores.
+  template <class T>
+  void outer_rows(T* base, std::int64_t ld, std::int64_t M, std::int64_t mstride, const T* D, std::int64_t rows,
+                  std::int64_t no, const T* A, std::int64_t lda, std::int64_t ni, bool bias, bool stream) {
+    if (rows <= 0 || no <= 0) return;
+    detail::parallel_for(rows, no * (ni + 1), [&](std::int64_t r) {
+      const std::int64_t s = r / M;
+      T* row = base + s * ld + (r % M) * mstride;
+      const T* a = A + s * lda;
+      const T* d = D + r * no;
+      for (std::int64_t u = 0; u < no; ++u) scaled_row(row + u * ni, d[u], a, ni, stream);
+      if (bias)
+        for (std::int64_t u = 0; u < no; ++u) row[no * ni + u] = d[u];
+    });
+    if (stream) store_fence();
   }
 
   /// The smallest i in [0, n) with pred(i), or -1.
@@ -107,17 +179,17 @@ class HostExec {
     });
   }
 
-  /// Unit blocks: acc + u k^2 (k x k, upper triangle, float64) += sum_s w[s, u] B_s B_s^T
+  /// Unit blocks: acc + u k^2 (k x k, upper triangle, element type A) += sum_s w[s, u] B_s B_s^T
   /// for every unit u < no (w: n x no with row stride ldw; B: n x k). Rows are split by the
   /// sign of w and each part is a SYRK of sqrt|w_s| B_s, so signed weights cost one SYRK.
-  template <class T>
-  void unit_gram(double* acc, const T* w, std::int64_t ldw, std::int64_t no, const T* B, std::int64_t n,
+  template <class T, class A>
+  void unit_gram(A* acc, const T* w, std::int64_t ldw, std::int64_t no, const T* B, std::int64_t n,
                  std::int64_t k) {
     auto& pos = scratch<T>(0), &neg = scratch<T>(1), &tmp = scratch<T>(2);
     pos.resize(static_cast<size_t>(n * k));
     neg.resize(static_cast<size_t>(n * k));
     for (std::int64_t u = 0; u < no; ++u) {
-      double* blk = acc + u * k * k;
+      A* blk = acc + u * k * k;
       std::int64_t np = 0, nn = 0;
       for (std::int64_t s = 0; s < n; ++s) {
         const T ws = w[s * ldw + u];
@@ -128,15 +200,16 @@ class HostExec {
       }
       if (np > 0) syrk_into(blk, k, np, T(1), pos.data(), tmp);
       if (nn > 0) syrk_into(blk, k, nn, T(-1), neg.data(), tmp);
+      detail::poll();  // a chunk of wide units takes seconds: Ctrl-C is checked per unit
     }
   }
 
   /// out[off + b m^2 + i m + j] = scale * acc[off + b m^2 + min(i,j) m + max(i,j)] for `count`
   /// blocks of m x m: symmetric blocks mirrored from their upper triangles, converted to T,
   /// in 64 x 64 tiles (a plain column-order mirror of a block larger than the cache was as
-  /// slow as the SYRKs that filled it). acc may be out's own storage (T = double, unit stride).
-  template <class T>
-  void emit_symmetric(const double* acc, double scale, VectorView<T> out, std::int64_t off, std::int64_t m,
+  /// slow as the SYRKs that filled it). acc may be out's own storage (A = T, unit stride).
+  template <class T, class A>
+  void emit_symmetric(const A* acc, double scale, VectorView<T> out, std::int64_t off, std::int64_t m,
                       std::int64_t count) {
     constexpr std::int64_t TB = 64;
     for (std::int64_t b = 0; b < count; ++b) {
@@ -161,16 +234,17 @@ class HostExec {
   }
 
  private:
-  /// The upper triangle of blk (k x k, float64) += alpha * the Gram of `rows` rows of A (in T).
-  template <class T>
-  void syrk_into(double* blk, std::int64_t k, std::int64_t rows, T alpha, const T* A, std::vector<T>& tmp) {
-    if constexpr (std::is_same_v<T, double>) {
-      blas::syrk_rows(k, rows, alpha, A, k, T(1), blk, k);
+  /// The upper triangle of blk (k x k, element type Acc) += alpha * the Gram of `rows` rows of
+  /// M (in T): in place when Acc is T.
+  template <class T, class Acc>
+  void syrk_into(Acc* blk, std::int64_t k, std::int64_t rows, T alpha, const T* M, std::vector<T>& tmp) {
+    if constexpr (std::is_same_v<T, Acc>) {
+      blas::syrk_rows(k, rows, alpha, M, k, T(1), blk, k);
     } else {
       tmp.resize(static_cast<size_t>(k * k));
-      blas::syrk_rows(k, rows, alpha, A, k, T(0), tmp.data(), k);
+      blas::syrk_rows(k, rows, alpha, M, k, T(0), tmp.data(), k);
       for (std::int64_t i = 0; i < k; ++i)
-        for (std::int64_t j = i; j < k; ++j) blk[i * k + j] += double(tmp[i * k + j]);
+        for (std::int64_t j = i; j < k; ++j) blk[i * k + j] += Acc(tmp[i * k + j]);
     }
   }
 

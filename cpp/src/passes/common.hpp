@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "fisherkit/accumulate.hpp"
@@ -38,11 +39,22 @@ template <class X, class T>
 void check_finite(X& x, MatrixView<const T> m, const char* name) {
   const i64 cols = m.cols;
   if (m.rows == 0 || cols == 0) return;
-  const i64 bad = x.first_if(m.rows * cols, [=] FISHERKIT_LAMBDA(i64 i) {
-    return !detail::fk_isfinite(m(i / cols, i % cols));
+  // a search over rows, each row scanned by a branch-free loop (vectorised where the columns
+  // are contiguous); the column of the first bad row is found only when there is one
+  const i64 bad = x.first_if(m.rows, [=] FISHERKIT_LAMBDA(i64 r) {
+    const T* p = m.row(r);
+    const i64 cs = m.col_stride;
+    int nonfinite = 0;
+    if (cs == 1) {
+      for (i64 j = 0; j < cols; ++j) nonfinite |= !detail::fk_isfinite(p[j]);
+    } else {
+      for (i64 j = 0; j < cols; ++j) nonfinite |= !detail::fk_isfinite(p[j * cs]);
+    }
+    return nonfinite != 0;
   });
-  FISHERKIT_CHECK(bad < 0, "argument '", name, "' contains NaN or Inf (first at [", bad / cols, ", ",
-                  bad % cols, "])");
+  if (bad < 0) return;
+  const i64 col = x.first_if(cols, [=] FISHERKIT_LAMBDA(i64 j) { return !detail::fk_isfinite(m(bad, j)); });
+  FISHERKIT_CHECK(false, "argument '", name, "' contains NaN or Inf (first at [", bad, ", ", col, "])");
 }
 
 template <class X, class V>
@@ -150,24 +162,102 @@ void for_chunks(i64 N, i64 chunk, Body&& body) {
   }
 }
 
+// ------------------------------------------------------------------ overflow
+
+/// p[0 .. n) = 0 (nothing when p is null).
+template <class X, class A>
+void zero(X& x, A* p, i64 n) {
+  if (p) x.for_each(n, [=] FISHERKIT_LAMBDA(i64 i) { p[i] = A(0); });
+}
+
+/// Index of the first NaN or Inf of p[0 .. n) (executor memory), or -1.
+template <class X, class T>
+i64 first_nonfinite(X& x, const T* p, i64 n) {
+  if (n <= 0) return -1;
+  return x.first_if(n, [=] FISHERKIT_LAMBDA(i64 i) { return !detail::fk_isfinite(p[i]); });
+}
+
+template <class T>
+constexpr const char* type_name() {
+  return sizeof(T) == 4 ? "float32" : "float64";
+}
+
+/// A per-input result: rows row0 .. row0 + n of `cols` values (row stride ld) computed from
+/// finite inputs and weights; a NaN or Inf among them is an overflow, named with the input
+/// row and the quantity (one pass over what the chunk wrote).
+template <class X, class T>
+void check_result_rows(X& x, const T* p, i64 n, i64 cols, i64 ld, i64 row0, const char* what,
+                       const char* row_name = "input row") {
+  if (n <= 0 || cols <= 0) return;
+  const i64 bad = x.first_if(n * cols, [=] FISHERKIT_LAMBDA(i64 i) {
+    return !detail::fk_isfinite(p[(i / cols) * ld + i % cols]);
+  });
+  FISHERKIT_CHECK(bad < 0, what, " overflows ", type_name<T>(), " at ", row_name, " ", row0 + bad / cols,
+                  " (finite inputs and weights, but too large for this computation; rescale the inputs or the "
+                  "weights", sizeof(T) == 4 ? ", or use a float64 model)" : ")");
+}
+
+/// The emitted result in T: finite unless a sum went beyond the range of T (the
+/// accumulator checks of each chunk catch the rows; this catches the scaled emission).
+template <class X, class T>
+void check_emitted(X& x, const T* p, i64 rows, i64 cols, i64 ld, i64 col_stride, const char* what) {
+  if (rows <= 0 || cols <= 0) return;
+  const i64 bad = x.first_if(rows * cols, [=] FISHERKIT_LAMBDA(i64 i) {
+    return !detail::fk_isfinite(p[(i / cols) * ld + (i % cols) * col_stride]);
+  });
+  FISHERKIT_CHECK(bad < 0, what, " exceeds the range of ", type_name<T>(), " (entry ", bad,
+                  " of the result); rescale the inputs or the weights, or use a float64 model");
+}
+
+/// for_chunks whose body adds the rows of each chunk into the accumulator `acc` of `size`
+/// values of A (executor memory). After each chunk, one pass over the accumulator (cheap
+/// beside the chunk's products) checks that it is finite; if not, the chunk runs again one
+/// row at a time into a scratch accumulator (`acc` points there meanwhile: the body must
+/// read it through the reference) to name the input row whose contribution overflowed.
+template <class X, class T, class A, class Body>
+void for_chunks_summed(X& x, i64 N, i64 chunk, A*& acc, i64 size, const char* what, Body&& body) {
+  Buf<X, A> single(x);
+  for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
+    body(s0, n);
+    if (first_nonfinite(x, static_cast<const A*>(acc), size) < 0) return;
+    A* const total = acc;
+    single.resize(size);
+    acc = single.data();
+    for (i64 r = s0; r < s0 + n; ++r) {
+      zero(x, acc, size);
+      body(r, 1);
+      if (first_nonfinite(x, static_cast<const A*>(acc), size) >= 0) {
+        acc = total;
+        FISHERKIT_CHECK(false, what, " overflows ", type_name<T>(), " at input row ", r,
+                        " (finite inputs and weights, but too large for this computation; rescale the inputs or "
+                        "the weights", sizeof(T) == 4 ? ", or use a float64 model)" : ")");
+      }
+    }
+    acc = total;
+    FISHERKIT_CHECK(false, what, " overflows ", type_name<A>(), " summed over input rows ", s0, " to ", s0 + n - 1,
+                    " (every row alone is finite); rescale the inputs or the weights");
+  });
+}
+
 // ------------------------------------------------------------------ accumulation
 
 /// acc[i / cols, i % cols] (leading dimension ld_acc) += t[i], i < rows * cols; only the
 /// upper triangle (j >= i) when `upper`.
-template <class X, class T>
-void add_into(X& x, double* acc, const T* t, i64 rows, i64 cols, i64 ld_acc, bool upper = false) {
+template <class X, class T, class A>
+void add_into(X& x, A* acc, const T* t, i64 rows, i64 cols, i64 ld_acc, bool upper = false) {
   x.for_2d(rows, cols, [=] FISHERKIT_LAMBDA(i64 i, i64 j) {
-    if (!upper || j >= i) acc[i * ld_acc + j] += double(t[i * cols + j]);
+    if (!upper || j >= i) acc[i * ld_acc + j] += A(t[i * cols + j]);
   });
 }
 
-/// acc (float64, executor memory) += the rows x cols result of `call(dst, ld, beta)`
-/// computed in T: straight into acc for double (beta = 1), through the T scratch for float.
-/// `upper`: only the upper triangle is meaningful (a SYRK), so only it is added.
-template <class X, class T, class Call>
-void accumulate(X& x, double* acc, i64 rows, i64 cols, i64 ld_acc, Buf<X, T>& tmp, Call&& call,
-                bool upper = false) {
-  if constexpr (std::is_same_v<T, double>) {
+/// acc (element type A, executor memory) += the rows x cols result of `call(dst, ld, beta)`
+/// computed in T: straight into acc when A is T (beta = 1), else through the T scratch.
+/// `upper`: only the upper triangle is meaningful (a SYRK), so only it is added. The
+/// results of the Fisher passes accumulate in their own dtype (a float32 result has no
+/// float64 shadow: each chunk's BLAS sums are added in float32).
+template <class X, class T, class A, class Call>
+void accumulate(X& x, A* acc, i64 rows, i64 cols, i64 ld_acc, Buf<X, T>& tmp, Call&& call, bool upper = false) {
+  if constexpr (std::is_same_v<T, A>) {
     call(acc, ld_acc, T(1));
   } else {
     tmp.resize(rows * cols);
@@ -194,8 +284,8 @@ void augmented(X& x, const T* A, i64 lda, i64 n, i64 ni, bool bias, int power, B
 /// One layer's diagonal-shaped sums: acc[u ni + j] += sum_s w[s,u] B[s,j] for j < ni, and
 /// acc[no ni + u] += sum_s w[s,u] B[s,ni] for the bias column (when k > ni). w: n x no (row
 /// stride ldw), B: n x k. Two GEMMs (the bias column is its own GEMM with one column).
-template <class X, class T>
-void accumulate_diag(X& x, double* acc, const T* w, i64 ldw, i64 no, const T* B, i64 n, i64 ni, i64 k,
+template <class X, class T, class A>
+void accumulate_diag(X& x, A* acc, const T* w, i64 ldw, i64 no, const T* B, i64 n, i64 ni, i64 k,
                      Buf<X, T>& tmp) {
   accumulate<X, T>(x, acc, no, ni, ni, tmp, [&](auto* dst, i64 ld, T beta) {
     x.gemm(true, false, no, ni, n, T(1), w, ldw, B, k, beta, dst, ld);
@@ -206,19 +296,13 @@ void accumulate_diag(X& x, double* acc, const T* w, i64 ldw, i64 no, const T* B,
     });
 }
 
-/// Zeroed float64 accumulator of `size` values in executor memory.
-template <class X>
-double* zeroed(X& x, Buf<X, double>& acc, i64 size) {
+/// Zeroed accumulator of `size` values in executor memory (acc: a Buf of any element type).
+template <class X, class B>
+std::remove_pointer_t<decltype(std::declval<B&>().data())>* zeroed(X& x, B& acc, i64 size) {
   acc.resize(size);
-  double* p = acc.data();
-  x.for_each(size, [=] FISHERKIT_LAMBDA(i64 i) { p[i] = 0.0; });
+  auto* p = acc.data();
+  zero(x, p, size);
   return p;
-}
-
-/// p[0 .. n) = 0 (nothing when p is null).
-template <class X>
-void zero(X& x, double* p, i64 n) {
-  if (p) x.for_each(n, [=] FISHERKIT_LAMBDA(i64 i) { p[i] = 0.0; });
 }
 
 /// dst[0 .. n) = src[0 .. n) (executor memory).
@@ -228,8 +312,8 @@ void copy_values(X& x, T* dst, const T* src, i64 n) {
 }
 
 /// out[i] = T(acc[i] * scale), i < size.
-template <class X, class T>
-void emit_scaled(X& x, const double* acc, double scale, VectorView<T> out, i64 size) {
+template <class X, class T, class A>
+void emit_scaled(X& x, const A* acc, double scale, VectorView<T> out, i64 size) {
   x.for_each(size, [=] FISHERKIT_LAMBDA(i64 i) { out[i] = T(acc[i] * scale); });
 }
 

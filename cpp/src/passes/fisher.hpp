@@ -195,27 +195,27 @@ void hessian_recursion(X& x, const Mlp<T>& mlp, const Forward<X, T>& f, const T*
 /// Scatter the per-pair Grams tmp ((u, v) block of k x k, upper triangle) into the rows
 /// and columns of a layer's parameters in dst (leading dimension ld), times sign; only
 /// dst's upper triangle (local row <= local column) is written.
-template <class X, class T>
-void scatter_pair_grams(X& x, double* dst, i64 ld, const double* tmp, i64 no, i64 ni, i64 k, double sign) {
+template <class X, class A>
+void scatter_pair_grams(X& x, A* dst, i64 ld, const A* tmp, i64 no, i64 ni, i64 k, double sign) {
   const i64 D = no * k;
   x.for_2d(D, D, [=] FISHERKIT_LAMBDA(i64 a, i64 b) {
     const i64 u = a / k, j = a % k, v = b / k, kk = b % k;
     const i64 ra = Layout::local_index(u, j, no, ni), rb = Layout::local_index(v, kk, no, ni);
     if (ra > rb) return;
     const i64 lo = j < kk ? j : kk, hi = j < kk ? kk : j;
-    dst[ra * ld + rb] += sign * tmp[((u * no + v) * k + lo) * k + hi];
+    dst[ra * ld + rb] += A(sign * tmp[((u * no + v) * k + lo) * k + hi]);
   });
 }
 
 /// dst (a layer's block, upper triangle) += sign * sum_s T_l[s] (x) abar_s abar_s^T: the
 /// within-layer output-Hessian term, as one weighted Gram of abar per pair of units
-/// (weights T_l[s, u, v]). pair: no^2 k^2 float64 scratch.
-template <class X, class T>
-void add_within_layer(X& x, const T* Tl, const T* aug, i64 n, i64 no, i64 ni, i64 k, double* dst, i64 ld, double sign,
-                      Buf<X, double>& pair) {
-  double* tmp = zeroed(x, pair, no * no * k * k);
+/// (weights T_l[s, u, v]). pair: no^2 k^2 scratch of the accumulator's type.
+template <class X, class T, class A>
+void add_within_layer(X& x, const T* Tl, const T* aug, i64 n, i64 no, i64 ni, i64 k, A* dst, i64 ld, double sign,
+                      Buf<X, A>& pair) {
+  A* tmp = zeroed(x, pair, no * no * k * k);
   x.unit_gram(tmp, Tl, no * no, no * no, aug, n, k);
-  scatter_pair_grams<X, T>(x, dst, ld, tmp, no, ni, k, sign);
+  scatter_pair_grams(x, dst, ld, static_cast<const A*>(tmp), no, ni, k, sign);
 }
 
 /// Cross-layer scratch: the per-sample chain A_{l->m} = dz_m / dz_l and its products.
@@ -228,14 +228,14 @@ struct CrossLayer {
 /// One (l, m) block row update for the samples of the chunk: rows (u, j) of layer l, columns
 /// (r, kk) of layer m, += sign sum_s abar_l[s, j] (K1_s[r, u] abar_m[s, kk] + e_m[s, r]
 /// phi'_{m-1}[s, kk] A_s[kk, u]), A = A_{l->m-1}, K1 = T_m A_{l->m}.
-template <class X, class T>
-void cross_rows(X& x, double* mat, i64 P, i64 off_l, i64 off_m, i64 nl, i64 ni_l, bool bias_l, i64 nm, i64 ni_m,
+template <class X, class T, class A>
+void cross_rows(X& x, A* mat, i64 P, i64 off_l, i64 off_m, i64 nl, i64 ni_l, bool bias_l, i64 nm, i64 ni_m,
                 bool bias_m, const T* al, i64 ldl, const T* am, i64 ldm, const T* K1, const T* em, const T* d1m,
                 const T* Aprev, i64 n, double sign) {
   const i64 kl = ni_l + (bias_l ? 1 : 0), km = ni_m + (bias_m ? 1 : 0);
   x.for_each(nl * kl, [=] FISHERKIT_LAMBDA(i64 row) {
     const i64 u = row / kl, j = row % kl;
-    double* dst = mat + (off_l + Layout::local_index(u, j, nl, ni_l)) * P + off_m;
+    A* dst = mat + (off_l + Layout::local_index(u, j, nl, ni_l)) * P + off_m;
     for (i64 s = 0; s < n; ++s) {
       const double aj = sign * (j < ni_l ? double(al[s * ldl + j]) : 1.0);
       if (aj == 0.0) continue;
@@ -246,7 +246,7 @@ void cross_rows(X& x, double* mat, i64 P, i64 off_l, i64 off_m, i64 nl, i64 ni_l
         for (i64 kk = 0; kk < km; ++kk) {
           double v = kr * (kk < ni_m ? double(am[s * ldm + kk]) : 1.0);
           if (kk < ni_m) v += er * double(d1m[s * ni_m + kk]) * double(ap[kk * nl + u]);
-          dst[Layout::local_index(r, kk, nm, ni_m)] += aj * v;
+          dst[Layout::local_index(r, kk, nm, ni_m)] += A(aj * v);
         }
       }
     }
@@ -266,9 +266,9 @@ void scale_chain_rows(X& x, T* out, const T* A, const T* d1, i64 n, i64 np, i64 
 /// The cross-layer output-Hessian blocks (l < m) of docs/maths/variance.rst#variance-output-hessian for the `count`
 /// samples of the chunk from s_begin on, times sign, into the upper triangle of the P x P
 /// matrix `mat`.
-template <class X, class T>
+template <class X, class T, class A>
 void add_cross_layer(X& x, const Mlp<T>& mlp, const Forward<X, T>& f, const Hessian<X, T>& H, CrossLayer<X, T>& c,
-                     double* mat, double sign, i64 s_begin, i64 count) {
+                     A* mat, double sign, i64 s_begin, i64 count) {
   const i64 L = mlp.n_layers(), n = count, P = mlp.n_params();
   const auto& w = mlp.widths();
   for (i64 l = 1; l < L; ++l) {
@@ -307,14 +307,13 @@ void add_cross_layer(X& x, const Mlp<T>& mlp, const Forward<X, T>& f, const Hess
 /// q (n x no) = sum_m D_l[s M + m, u]^2, minus diag(T_l) (tdl, when not null).
 template <class X, class T>
 void unit_weights(X& x, T* q, const T* Dl, const T* tdl, i64 n, i64 M, i64 no) {
-  x.for_2d(n, no, [=] FISHERKIT_LAMBDA(i64 s, i64 u) {
-    T acc = T(0);
-    for (i64 m = 0; m < M; ++m) {
-      const T d = Dl[(s * M + m) * no + u];
-      acc += d * d;
-    }
-    q[s * no + u] = tdl ? acc - tdl[s * no + u] : acc;
-  });
+  x.for_2d_sum(
+      n, no, M,
+      [=] FISHERKIT_LAMBDA(i64 s, i64 m, i64 u) {
+        const T d = Dl[(s * M + m) * no + u];
+        return d * d;
+      },
+      [=] FISHERKIT_LAMBDA(i64 s, i64 u, T acc) { q[s * no + u] = tdl ? acc - tdl[s * no + u] : acc; });
 }
 
 /// Per-sample workspace of the Fisher pass, in values of T.
@@ -341,16 +340,16 @@ i64 fisher_per_sample(const Mlp<T>& mlp, const FisherOptions& opt) {
   return b;
 }
 
-/// The float64 accumulator of a result: `out` itself for double results with unit stride
-/// (the emission is then in place), else `own`. Zeroed.
+/// The accumulator of a result, in the result's dtype: `out` itself when it has unit stride
+/// (the emission is then in place), else `own`. Zeroed. Chunks add their BLAS sums into it,
+/// so a float32 result sums its chunks in float32 (no full-size float64 shadow; the
+/// accuracy against float64 is measured in tests/python/test_fisher.py).
 template <class X, class T>
-double* result_accumulator(X& x, VectorView<T> out, i64 size, Buf<X, double>& own) {
-  if constexpr (std::is_same_v<T, double>) {
-    if (out.stride == 1) {
-      double* p = out.data;
-      x.for_each(size, [=] FISHERKIT_LAMBDA(i64 i) { p[i] = 0.0; });
-      return p;
-    }
+T* result_accumulator(X& x, VectorView<T> out, i64 size, Buf<X, T>& own) {
+  if (out.stride == 1) {
+    T* p = out.data;
+    x.for_each(size, [=] FISHERKIT_LAMBDA(i64 i) { p[i] = T(0); });
+    return p;
   }
   return zeroed(x, own, size);
 }
@@ -358,7 +357,7 @@ double* result_accumulator(X& x, VectorView<T> out, i64 size, Buf<X, double>& ow
 /// out = scale * acc in the layout of `shape`, each symmetric block mirrored from its upper
 /// triangle (acc may be out's own storage).
 template <class X, class T>
-void emit_result(X& x, const Mlp<T>& mlp, Shape shape, const double* acc, double scale, VectorView<T> out) {
+void emit_result(X& x, const Mlp<T>& mlp, Shape shape, const T* acc, double scale, VectorView<T> out) {
   const Layout& lay = mlp.layout();
   switch (shape) {
     case Shape::diag:
@@ -443,13 +442,13 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
   const i64 chunk = chunk_size<X>(opt.chunk, N, fisher_per_sample(mlp, opt) * static_cast<i64>(sizeof(T)),
                                   shape == Shape::unit ? 4 : 1);
   check_values(x, mlp, Xm, empirical ? &head : nullptr, y);
-  Buf<X, double> own(x), pair(x);
-  double* acc = result_accumulator(x, out, size, own);
+  Buf<X, T> own(x), pair(x);
+  T* acc = result_accumulator(x, out, size, own);
   Forward<X, T> f(x, L);
   Hessian<X, T> H(x, hess ? L : 0);
   CrossLayer<X, T> cross(x);
   Buf<X, T> D(x), buf(x), scr(x), taubar(x), q(x), B(x), rows(x), tmp(x);
-  for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
+  for_chunks_summed<X, T>(x, N, chunk, acc, size, "the Fisher sum", [&](i64 s0, i64 n) {
     const MatrixView<const T> yc = empirical ? y.rows_slice(s0, n) : y;
     forward(x, mlp, Xm.rows_slice(s0, n), f, true, hess, s0);
     D.resize(n * M * C);
@@ -474,6 +473,7 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
         else
           x.unit_gram(acc + lay.offset(shape, l), static_cast<const T*>(q.data()), no, no,
                       static_cast<const T*>(B.data()), n, k);
+        detail::poll();
         return;
       }
       // layer / full: the Gram of the pseudo-gradient rows D_l (x) abar
@@ -484,7 +484,7 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
       T* base = rows.data() + (shape == Shape::full ? mlp.param_offset(l) : 0);
       outer_rows(x, base, M * ldr, M, ldr, Dl, n * M, no, A, lda, ni, bias);
       if (shape == Shape::layer) {
-        double* blk = acc + boff[static_cast<size_t>(l)];
+        T* blk = acc + boff[static_cast<size_t>(l)];
         accumulate<X, T>(x, blk, Dw, Dw, Dw, tmp, [&](auto* dst, i64 ld, T beta) {
           x.syrk(Dw, n * M, T(1), static_cast<const T*>(rows.data()), Dw, beta, dst, ld);
         }, true);
@@ -515,9 +515,10 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
     for (i64 l = 1; l <= L; ++l)
       if (boff[static_cast<size_t>(l)] >= 0)
         x.emit_symmetric(acc, 1.0 / double(N), out, boff[static_cast<size_t>(l)], lay.layer_params(l), 1);
-    return;
+  } else {
+    emit_result(x, mlp, shape, acc, 1.0 / double(N), out);
   }
-  emit_result(x, mlp, shape, acc, 1.0 / double(N), out);
+  check_emitted(x, static_cast<const T*>(out.data), size, 1, out.stride, 1, "the Fisher matrix");
 }
 
 // ------------------------------------------------------------------ output Hessians
@@ -578,6 +579,7 @@ void output_hessians_pass(X& x, const Mlp<T>& mlp, MatrixView<const T> Xm, Matri
       }
       detail::poll();
     }
+    check_result_rows(x, static_cast<const T*>(out.row(s0)), n, C * P * P, out.row_stride, s0, "the output Hessian");
   });
 }
 

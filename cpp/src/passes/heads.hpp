@@ -45,6 +45,7 @@ void head_log_likelihood_pass(X& x, const Head& head, MatrixView<const T> H, Mat
   x.for_each(H.rows, [=] FISHERKIT_LAMBDA(i64 n) {
     out[n] = detail::head_log_likelihood(kind, sig, H.row(n), y.row(n), C);
   });
+  check_result_rows(x, static_cast<const T*>(out.data), H.rows, 1, out.stride, 0, "the log-likelihood", "row of H");
 }
 
 template <class X, class T>
@@ -54,6 +55,7 @@ void head_mean_pass(X& x, const Head& head, MatrixView<const T> H, MatrixView<T>
   const HeadKind kind = head.kind;
   const i64 C = H.cols;
   x.for_each(H.rows, [=] FISHERKIT_LAMBDA(i64 n) { detail::head_mean(kind, H.row(n), C, out.row(n)); });
+  check_result_rows(x, static_cast<const T*>(out.data), H.rows, C, out.row_stride, 0, "the head's mean", "row of H");
 }
 
 template <class X, class T>
@@ -69,6 +71,8 @@ void head_covariance_pass(X& x, const Head& head, MatrixView<const T> H, MatrixV
     else
       detail::head_covariance(kind, sig, H.row(n), C, out.row(n));
   });
+  check_result_rows(x, static_cast<const T*>(out.data), H.rows, C * C, out.row_stride, 0, "the head's covariance",
+                    "row of H");
 }
 
 template <class X, class T>

@@ -82,14 +82,14 @@ void kfac_factors_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<con
   const i64 chunk = chunk_size<X>(opt.chunk, N, static_cast<i64>(sizeof(T)) *
                                                     (estimator_rows_per_sample(mlp, opt) + max_width(mlp) + 1));
   check_values(x, mlp, Xm, opt.estimator == Estimator::empirical ? &head : nullptr, y);
-  Buf<X, double> own(x);
-  double* acc = result_accumulator(x, out, size, own);
+  Buf<X, T> own(x);
+  T* acc = result_accumulator(x, out, size, own);
   EstimatorRows<X, T> r(x, L);
   Buf<X, T> B(x), tmp(x);
   for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
     estimator_rows(x, mlp, head, opt, Xm, y, s0, n, r, [&](i64 l, const T* Dl) {
       const i64 no = w[l], k = lay.unit_width(l);
-      double* A = acc + lay.offset(Shape::kfac, l);
+      T* A = acc + lay.offset(Shape::kfac, l);
       augmented(x, r.f.act(l - 1), r.f.act_ld(mlp, l - 1), n, w[l - 1], mlp.has_bias(l), 1, B);
       accumulate<X, T>(x, A, k, k, k, tmp, [&](auto* dst, i64 ld, T beta) {
         x.syrk(k, n, T(1), static_cast<const T*>(B.data()), k, beta, dst, ld);
@@ -128,11 +128,11 @@ void rotated_inputs(X& x, const T* A, i64 lda, i64 n, i64 ni, bool bias, const T
   square_values(x, rot.data(), n * k, power);
 }
 
-/// acc (n_out x k, float64) += q^T (abar Q_A)^2 for the chunk, q[s, i] = sum_m (d_{sm} Q_G)_i^2:
+/// acc (n_out x k, the result's dtype) += q^T (abar Q_A)^2 for the chunk, q[s, i] = sum_m (d_{sm} Q_G)_i^2:
 /// one layer's EKFAC diagonal sums, from its augmented inputs B (n x k), its backward rows
 /// Dl (n*M x no) and its bases (Q_A then Q_G at qb).
-template <class X, class T>
-void ekfac_accumulate(X& x, double* acc, const T* B, const T* Dl, const T* qb, i64 n, i64 M, i64 no, i64 k,
+template <class X, class T, class A>
+void ekfac_accumulate(X& x, A* acc, const T* B, const T* Dl, const T* qb, i64 n, i64 M, i64 no, i64 k,
                       Buf<X, T>& rot, Buf<X, T>& Dr, Buf<X, T>& q, Buf<X, T>& tmp) {
   rot.resize(n * k);
   x.gemm(false, false, n, k, k, T(1), B, k, qb, k, T(0), rot.data(), k);
@@ -166,8 +166,8 @@ void ekfac_diagonal_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<c
   const i64 chunk = chunk_size<X>(opt.chunk, N, static_cast<i64>(sizeof(T)) *
       (estimator_rows_per_sample(mlp, opt) + 2 * (max_width(mlp) + 1) + (M + 1) * max_width(mlp)));
   check_values(x, mlp, Xm, opt.estimator == Estimator::empirical ? &head : nullptr, y);
-  Buf<X, double> own(x);
-  double* acc = result_accumulator(x, out, P, own);
+  Buf<X, T> own(x);
+  T* acc = result_accumulator(x, out, P, own);
   EstimatorRows<X, T> r(x, L);
   Buf<X, T> B(x), rot(x), Dr(x), q(x), tmp(x);
   for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
@@ -335,10 +335,11 @@ void kfac_error_sums_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<
     kept[l].rows.resize(keep * per);
     kept[l].abar.resize(keep * lay.unit_width(l));
   }
-  Buf<X, double> sqb(x), crb(x), own(x);  // per layer `chunk` partial sums of ||F||^2 and the cross term
+  Buf<X, double> sqb(x), crb(x);  // per layer `chunk` partial sums of ||F||^2 and the cross term
+  Buf<X, T> own(x);
   double* sqp = zeroed(x, sqb, (L + 1) * chunk);
   double* crp = want_cross ? zeroed(x, crb, (L + 1) * chunk) : nullptr;
-  double* dacc = want_diag ? result_accumulator(x, diag, P, own) : nullptr;
+  T* dacc = want_diag ? result_accumulator(x, diag, P, own) : nullptr;
   EstimatorRows<X, T> r(x, L);
   Buf<X, T> B(x), gfull(x), gam(x), kr(x), tm(x), sa(x), dg(x), ba(x), ones(x), tmp(x), rot(x), Dr(x), q(x);
   fill_ones<X, T>(x, ones, chunk);
@@ -436,7 +437,7 @@ void kfac_error_sums_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<
     double* c = cross.data;
     x.for_each(L, [=] FISHERKIT_LAMBDA(i64 i) { c[i] *= inv; });
   }
-  if (want_diag) emit_scaled(x, static_cast<const double*>(dacc), inv, diag, P);
+  if (want_diag) emit_scaled(x, static_cast<const T*>(dacc), inv, diag, P);
 }
 
 // ------------------------------------------------------------------ variance of the sampled parts
@@ -507,8 +508,9 @@ void kfac_variance_sum_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixVie
       (4 * sum_widths(mlp) + C * sum_widths(mlp) + 3 * C * mw + 3 * (mw + 1) + 4 * C +
        (ekfac ? 0 : (3 * pairs + 2 * C + 1) * mw + pairs + 2 * C)));
   check_values(x, mlp, Xm);
-  Buf<X, double> own(x), cache(x);
-  double* acc = result_accumulator(x, out, size, own);
+  Buf<X, T> own(x);
+  Buf<X, double> cache(x);
+  T* acc = result_accumulator(x, out, size, own);
   Forward<X, T> f(x, L);
   Columns<X, T> cols(x, L);
   Buf<X, T> gr(x), gt(x), wts(x), B(x), rot(x), tmp(x), kap(x), om(x), sq(x), q(x), kr(x), wk(x);
@@ -539,7 +541,7 @@ void kfac_variance_sum_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixVie
         wk.resize(n * pairs);
         pair_gram_rows(x, head.kind, static_cast<const T*>(bc), static_cast<const T*>(om.data()), sq.data(), q.data(),
                        kr.data(), wk.data(), n, C, nl);
-        double* Gacc = acc + lay.offset(Shape::kfac, l) + k * k;
+        T* Gacc = acc + lay.offset(Shape::kfac, l) + k * k;
         x.unit_gram(Gacc, static_cast<const T*>(kap.data()), 1, 1, static_cast<const T*>(sq.data()), n * C, nl);
         if (detail::head_pair_qq(head.kind) != 0.0)
           accumulate<X, T>(x, Gacc, nl, nl, nl, tmp, [&](auto* dst, i64 ld, T beta) {

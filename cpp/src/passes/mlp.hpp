@@ -9,17 +9,37 @@ namespace fisherkit::passes {
 /// Rows of parameter-gradient form: for each of `rows` backward rows r (row r of sample
 /// r / M), the layer's block D_l[r] (x) abar_{r / M} written at
 /// base + (r / M) ld + (r % M) mstride: weights u * ni + j, then the biases (when `bias`).
+/// `stream`: the rows are a result for the caller (not read again by the pass).
+/// The outer products D_l[r] (x) abar_{r / M} that outer_rows writes are finite: checked on
+/// the factors, not by reading the streamed rows back. Their largest entry is exactly
+/// max|D_l[r]| * max|abar| (rounded once, as the product itself is), so it overflows iff
+/// one product does. rows = n M rows of D_l (no values each); the input row is row0 + r / M.
+template <class X, class T>
+void check_outer_rows(X& x, const T* Dl, i64 rows, i64 M, i64 no, const T* A, i64 lda, i64 ni, i64 row0,
+                      const char* what) {
+  const i64 bad = x.first_if(rows, [=] FISHERKIT_LAMBDA(i64 r) {
+    T d = T(0), a = T(1);  // the bias column's input is 1
+    for (i64 u = 0; u < no; ++u) {
+      const T v = detail::fk_abs(Dl[r * no + u]);
+      if (!detail::fk_isfinite(v)) return true;
+      d = v > d ? v : d;
+    }
+    for (i64 j = 0; j < ni; ++j) {
+      const T v = detail::fk_abs(A[(r / M) * lda + j]);
+      if (!detail::fk_isfinite(v)) return true;
+      a = v > a ? v : a;
+    }
+    return !detail::fk_isfinite(d * a);
+  });
+  FISHERKIT_CHECK(bad < 0, what, " overflows ", type_name<T>(), " at input row ", row0 + bad / M,
+                  " (finite inputs and weights, but too large for this computation; rescale the inputs or the "
+                  "weights", sizeof(T) == 4 ? ", or use a float64 model)" : ")");
+}
+
 template <class X, class T>
 void outer_rows(X& x, T* base, i64 ld, i64 M, i64 mstride, const T* Dl, i64 rows, i64 no, const T* A, i64 lda,
-                i64 ni, bool bias) {
-  x.for_2d(rows * no, ni, [=] FISHERKIT_LAMBDA(i64 q, i64 j) {
-    const i64 r = q / no, u = q % no, s = r / M;
-    base[s * ld + (r % M) * mstride + u * ni + j] = Dl[q] * A[s * lda + j];
-  });
-  if (bias)
-    x.for_2d(rows, no, [=] FISHERKIT_LAMBDA(i64 r, i64 u) {
-      base[(r / M) * ld + (r % M) * mstride + no * ni + u] = Dl[r * no + u];
-    });
+                i64 ni, bool bias, bool stream = false) {
+  x.outer_rows(base, ld, M, mstride, Dl, rows, no, A, lda, ni, bias, stream);
 }
 
 /// acc (layer l's P_l values, float64) += sum over the n rows r of D_l[r] (x) abar_r: the
@@ -82,6 +102,8 @@ void log_likelihood_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<c
   for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
     forward(x, mlp, Xm.rows_slice(s0, n), f, false, false, s0);
     log_likelihood_rows(x, head, f.h(), y, out, s0, n, C);
+    check_result_rows(x, static_cast<const T*>(out.data) + s0 * out.stride, n, 1, out.stride, s0,
+                      "the log-likelihood");
   });
 }
 
@@ -115,7 +137,10 @@ void per_sample_grads_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView
   detail::check_shape(out, Xm.rows, mlp.n_params(), "out");
   detail::check_rows_unit_stride(out, "out");
   const i64 N = Xm.rows, L = mlp.n_layers(), C = mlp.output_dim();
-  chunk = chunk_size<X>(chunk, N, static_cast<i64>(sizeof(T)) * (3 * sum_widths(mlp) + 2 * max_width(mlp)));
+  // the chunk's output rows count too: a chunk of a wide network writes gigabytes otherwise,
+  // and Ctrl-C waits for the chunk
+  chunk = chunk_size<X>(chunk, N, static_cast<i64>(sizeof(T)) * (3 * sum_widths(mlp) + 2 * max_width(mlp) +
+                                                                 mlp.n_params()));
   check_values(x, mlp, Xm, &head, y);
   Forward<X, T> f(x, L);
   Buf<X, T> D(x), buf(x);
@@ -123,9 +148,13 @@ void per_sample_grads_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView
     forward(x, mlp, Xm.rows_slice(s0, n), f, true, false, s0);
     D.resize(n * C);
     residual_rows(x, head, f.h(), y.rows_slice(s0, n), D.data(), 1, 0, static_cast<T*>(nullptr), n, C);
+    check_result_rows(x, static_cast<const T*>(D.data()), n, C, C, s0, "the head's residual (mean minus label)");
     backward(x, mlp, f, D, buf, 1, [&](i64 l, const T* Dl) {
       outer_rows(x, out.row(s0) + mlp.param_offset(l), out.row_stride, 1, 0, Dl, n, mlp.widths()[l], f.act(l - 1),
-                 f.act_ld(mlp, l - 1), mlp.widths()[l - 1], mlp.has_bias(l));
+                 f.act_ld(mlp, l - 1), mlp.widths()[l - 1], mlp.has_bias(l), true);
+      check_outer_rows(x, Dl, n, 1, mlp.widths()[l], f.act(l - 1), f.act_ld(mlp, l - 1), mlp.widths()[l - 1], s0,
+                       "the per-sample gradient");
+      detail::poll();
     });
   });
 }
@@ -144,11 +173,13 @@ double nll_gradient_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<c
   double* acc = zeroed(x, accb, P);
   std::vector<T> host;
   double loss = 0.0;
-  for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
+  for_chunks_summed<X, T>(x, N, chunk, acc, P, "the gradient", [&](i64 s0, i64 n) {
     forward(x, mlp, Xm.rows_slice(s0, n), f, true, false, s0);
     D.resize(n * C);
     nll.resize(n);
     residual_rows(x, head, f.h(), y.rows_slice(s0, n), D.data(), 1, 0, nll.data(), n, C);
+    check_result_rows(x, static_cast<const T*>(D.data()), n, C, C, s0, "the head's residual (mean minus label)");
+    check_result_rows(x, static_cast<const T*>(nll.data()), n, 1, 1, s0, "the negative log-likelihood");
     loss += host_sum(x, static_cast<const T*>(nll.data()), n, host);
     backward(x, mlp, f, D, buf, 1, [&](i64 l, const T* Dl) {
       accumulate_vjp(x, acc + mlp.param_offset(l), Dl, mlp.widths()[l], mlp.widths()[l], f.act(l - 1),
@@ -156,6 +187,9 @@ double nll_gradient_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<c
     });
   });
   emit_scaled(x, acc, 1.0 / double(N), out, P);
+  check_emitted(x, static_cast<const T*>(out.data), P, 1, out.stride, 1, "the gradient");
+  FISHERKIT_CHECK(detail::fk_isfinite(loss), "the mean negative log-likelihood overflows float64 summed over the ",
+                  N, " inputs");
   return loss / double(N);
 }
 
@@ -166,7 +200,8 @@ void output_jacobian_pass(X& x, const Mlp<T>& mlp, MatrixView<const T> Xm, Matri
   check_on<X>(out, "out");
   detail::check_shape(out, N, C * P, "out");
   detail::check_rows_unit_stride(out, "out");
-  chunk = chunk_size<X>(chunk, N, static_cast<i64>(sizeof(T)) * (3 * sum_widths(mlp) + 2 * C * max_width(mlp)));
+  chunk = chunk_size<X>(chunk, N, static_cast<i64>(sizeof(T)) * (3 * sum_widths(mlp) + 2 * C * max_width(mlp) +
+                                                                 C * mlp.n_params()));
   check_values(x, mlp, Xm);
   Forward<X, T> f(x, L);
   Buf<X, T> D(x), buf(x);
@@ -177,7 +212,9 @@ void output_jacobian_pass(X& x, const Mlp<T>& mlp, MatrixView<const T> Xm, Matri
     x.for_2d(n * C, C, [=] FISHERKIT_LAMBDA(i64 r, i64 c) { dp[r * C + c] = r % C == c ? T(1) : T(0); });
     backward(x, mlp, f, D, buf, C, [&](i64 l, const T* Dl) {
       outer_rows(x, out.row(s0) + mlp.param_offset(l), out.row_stride, C, P, Dl, n * C, mlp.widths()[l],
-                 f.act(l - 1), f.act_ld(mlp, l - 1), mlp.widths()[l - 1], mlp.has_bias(l));
+                 f.act(l - 1), f.act_ld(mlp, l - 1), mlp.widths()[l - 1], mlp.has_bias(l), true);
+      check_outer_rows(x, Dl, n * C, C, mlp.widths()[l], f.act(l - 1), f.act_ld(mlp, l - 1), mlp.widths()[l - 1], s0,
+                       "the output Jacobian");
     });
   });
 }
@@ -218,7 +255,11 @@ void jvp_pass(X& x, const Mlp<T>& mlp, MatrixView<const T> Xm, VectorView<const 
     forward(x, mlp, Xm.rows_slice(s0, n), f, true, second, s0);
     tangent(x, mlp, f, v.data, 1, t, d, second ? &dd : static_cast<Buf<X, T>*>(nullptr));
     copy_rows(x, out1, s0, static_cast<const T*>(d.data()), n, C);
-    if (second) copy_rows(x, out2, s0, static_cast<const T*>(dd.data()), n, C);
+    check_result_rows(x, static_cast<const T*>(d.data()), n, C, C, s0, "the Jacobian-vector product");
+    if (second) {
+      copy_rows(x, out2, s0, static_cast<const T*>(dd.data()), n, C);
+      check_result_rows(x, static_cast<const T*>(dd.data()), n, C, C, s0, "the second directional derivative");
+    }
   });
 }
 
@@ -248,7 +289,7 @@ void fisher_vector_product_pass(X& x, const Mlp<T>& mlp, const Head& head, Matri
   check_on<X>(out, "out");
   detail::check_shape(out, P, K, "out");
   check_values(x, mlp, Xm);
-  check_direction(x, mlp, V, "V");
+  check_direction(x, mlp, V, "v");  // the directions: fisher_vector_product's argument v
   chunk = chunk_size<X>(chunk, N, static_cast<i64>(sizeof(T)) * (3 * sum_widths(mlp) + 6 * K * max_width(mlp) +
                                                                  C * C));
   // the directions as K contiguous rows of P values
@@ -263,22 +304,26 @@ void fisher_vector_product_pass(X& x, const Mlp<T>& mlp, const Head& head, Matri
   Buf<X, T> d(x), D(x), buf(x), cov(x), tmp(x), ones(x);
   Buf<X, double> accb(x);
   double* acc = zeroed(x, accb, K * P);  // row j: the product with direction j
-  for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
+  for_chunks_summed<X, T>(x, N, chunk, acc, K * P, "the Fisher-vector product", [&](i64 s0, i64 n) {
     forward(x, mlp, Xm.rows_slice(s0, n), f, true, false, s0);
     tangent(x, mlp, f, static_cast<const T*>(Vt.data()), K, t, d, static_cast<Buf<X, T>*>(nullptr));
     D.resize(n * K * C);
     cov.resize(n * C * C);
     covariance_times(x, head, f.h(), static_cast<const T*>(d.data()), D.data(), cov.data(), n, K, C);
+    check_result_rows(x, static_cast<const T*>(D.data()), n, K * C, K * C, s0,
+                      "the head's covariance times the Jacobian-vector products");
     backward(x, mlp, f, D, buf, K, [&](i64 l, const T* Dl) {
       const i64 no = mlp.widths()[l];
       for (i64 j = 0; j < K; ++j)
         accumulate_vjp(x, acc + j * P + mlp.param_offset(l), Dl + j * no, K * no, no, f.act(l - 1),
                        f.act_ld(mlp, l - 1), n, mlp.widths()[l - 1], mlp.has_bias(l), ones, tmp);
+      detail::poll();
     });
   });
   const double scale = 1.0 / double(N);
   const double* a = acc;
   x.for_2d(P, K, [=] FISHERKIT_LAMBDA(i64 i, i64 j) { out(i, j) = T(a[j * P + i] * scale); });
+  check_emitted(x, static_cast<const T*>(out.data), P, K, out.row_stride, out.col_stride, "the Fisher-vector product");
 }
 
 }  // namespace fisherkit::passes

@@ -75,6 +75,26 @@ void check_stats_out(const V& v, const char* what, std::int64_t l) {
                   " is not in the memory of the computation");
 }
 
+/// After a chunk, every float64 sum of the statistics is finite (one pass over them); an
+/// overflow names the layer and the chunk's input rows, never a step of NaN.
+template <class X, class T>
+void check_statistics(X& x, const std::vector<UnitStats<T>>& stats, i64 L, i64 s0, i64 n) {
+  for (i64 l = 1; l <= L; ++l) {
+    const UnitStats<T>& st = stats[static_cast<size_t>(l - 1)];
+    bool bad = false;
+    const VectorView<double> sums[] = {st.g2_sum, st.b2_sum, st.x_sum, st.x_sq, st.blocks};
+    const MatrixView<double> mats[] = {st.x_gram, st.qd1, st.qd2};
+    for (const auto& v : sums)
+      bad = bad || (v.data && first_nonfinite(x, static_cast<const double*>(v.data), v.size * v.stride) >= 0);
+    for (const auto& m : mats)
+      bad = bad || (m.data && first_nonfinite(x, static_cast<const double*>(m.data), m.rows * m.row_stride) >= 0);
+    FISHERKIT_CHECK(!bad, "the unit statistics of layer ", l - 1, " overflow float64 at input row",
+                    n == 1 ? " " : "s ", s0, n == 1 ? "" : " to " + std::to_string(s0 + n - 1),
+                    " (finite inputs and weights, but too large for this computation; rescale the inputs or "
+                    "the weights)");
+  }
+}
+
 template <class X, class T>
 double unit_statistics_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> Xm,
                             MatrixView<const T> y, const UnitStatsOptions& opt,
@@ -267,7 +287,9 @@ double unit_statistics_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixVie
         augmented(x, A, lda, n, ni, bias, 1, B);
         x.unit_gram(st.blocks.data, g2, no, no, static_cast<const T*>(B.data()), n, k);
       }
+      detail::poll();
     }
+    check_statistics(x, stats, L, s0, n);
   });
   for (i64 l = 1; l <= L; ++l) {  // the symmetric sums were accumulated in their upper triangles
     const UnitStats<T>& st = stats[static_cast<size_t>(l - 1)];
@@ -279,6 +301,9 @@ double unit_statistics_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixVie
   }
   if (!want_grad) return 0.0;
   emit_scaled(x, gacc, 1.0 / double(N), grad, P);
+  check_emitted(x, static_cast<const T*>(grad.data), P, 1, grad.stride, 1, "the gradient");
+  FISHERKIT_CHECK(detail::fk_isfinite(loss), "the mean negative log-likelihood overflows float64 summed over the ",
+                  N, " inputs");
   return loss / double(N);
 }
 

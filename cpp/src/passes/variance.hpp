@@ -153,36 +153,41 @@ void head_row_cache(X& x, const Head& head, const T* h, double* cache, i64 n, i6
   });
 }
 
+inline bool needs_hessian(Moment m) {
+  return m == Moment::v2 || m == Moment::c12 || m == Moment::v2_lower || m == Moment::v2_upper;
+}
+inline bool is_bound(Moment m) { return static_cast<int>(m) >= static_cast<int>(Moment::v1_lower); }
+
 /// Per (sample, unit) weights of a moment: wp (n x nl) from the transposed columns gt
-/// (and tt, the transposed output-Hessian diagonals, or null).
+/// (and tt, the transposed output-Hessian diagonals, or null). The scalar moments and the
+/// bounds are separate loops so that each body inlines its own contractions.
 template <class X, class T>
 void moment_weights(X& x, const Head& head, Moment which, const T* h, const double* cache, const T* gt, const T* tt,
                     T* wp, i64 n, i64 C, i64 nl) {
   const HeadKind kind = head.kind;
   const double sigma = head.sigma;
+  if (!is_bound(which)) {
+    const int pick = which == Moment::v1 ? 0 : which == Moment::v2 ? 1 : which == Moment::c12 ? 2 : 3;
+    x.for_2d(n, nl, [=] FISHERKIT_LAMBDA(i64 s, i64 u) {
+      const auto row = detail::cached_head_row<T>(kind, sigma, detail::StridedVec<T>(h + s * C), C, cache + s * 2 * C);
+      const detail::StridedVec<T> g(gt + (s * nl + u) * C, 1);
+      const detail::StridedVec<T> td = tt ? detail::StridedVec<T>(tt + (s * nl + u) * C, 1) : detail::StridedVec<T>();
+      const auto sc = detail::head_unit_scalars(row, g, td);
+      wp[s * nl + u] = T(pick == 0 ? sc.r : pick == 1 ? sc.w : pick == 2 ? sc.c : sc.q * sc.q);
+    });
+    return;
+  }
   x.for_2d(n, nl, [=] FISHERKIT_LAMBDA(i64 s, i64 u) {
-    auto row = detail::make_head_row<T>(kind, sigma, detail::StridedVec<T>(h + s * C), C, nullptr);
-    row.cache = cache + s * 2 * C;
+    const auto row = detail::cached_head_row<T>(kind, sigma, detail::StridedVec<T>(h + s * C), C, cache + s * 2 * C);
     const detail::StridedVec<T> g(gt + (s * nl + u) * C, 1);
     const detail::StridedVec<T> td = tt ? detail::StridedVec<T>(tt + (s * nl + u) * C, 1) : detail::StridedVec<T>();
-    double v = 0.0;
-    if (which == Moment::v1 || which == Moment::v2 || which == Moment::c12 || which == Moment::fsq) {
-      const auto sc = detail::head_unit_scalars(row, g, td);
-      v = which == Moment::v1 ? sc.r : which == Moment::v2 ? sc.w : which == Moment::c12 ? sc.c : sc.q * sc.q;
-    } else {
-      const auto b = detail::head_unit_bounds(row, detail::head_spectral_constants(row), g, td);
-      v = which == Moment::v1_lower ? b.v1_lower
-          : which == Moment::v1_upper ? b.v1_upper
-          : which == Moment::v2_lower ? b.v2_lower : b.v2_upper;
-    }
-    wp[s * nl + u] = T(v);
+    const auto b = detail::head_unit_bounds(row, detail::head_spectral_constants(row), g, td);
+    wp[s * nl + u] = T(which == Moment::v1_lower ? b.v1_lower
+                       : which == Moment::v1_upper ? b.v1_upper
+                       : which == Moment::v2_lower ? b.v2_lower : b.v2_upper);
   });
 }
 
-inline bool needs_hessian(Moment m) {
-  return m == Moment::v2 || m == Moment::c12 || m == Moment::v2_lower || m == Moment::v2_upper;
-}
-inline bool is_bound(Moment m) { return static_cast<int>(m) >= static_cast<int>(Moment::v1_lower); }
 
 template <class X, class T>
 void variance_sum_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> Xm, Moment which, Shape shape,
@@ -204,13 +209,14 @@ void variance_sum_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<con
       (4 * sum_widths(mlp) + (need_t ? 3 : 1) * C * sum_widths(mlp) + 4 * C * mw + 3 * mw +
        (need_t ? 3 * mw * mw : 0) + 4 * C), shape == Shape::unit ? 4 : 1);
   check_values(x, mlp, Xm);
-  Buf<X, double> own(x), cache(x);
-  double* acc = result_accumulator(x, out, size, own);
+  Buf<X, T> own(x);
+  Buf<X, double> cache(x);
+  T* acc = result_accumulator(x, out, size, own);
   Forward<X, T> f(x, L);
   Columns<X, T> cols(x, L);
   HessianDiagonals<X, T> hd(x, need_t ? L : 0);
   Buf<X, T> gt(x), tt(x), weights(x), B(x), tmp(x);
-  for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
+  for_chunks_summed<X, T>(x, N, chunk, acc, size, "the variance sum", [&](i64 s0, i64 n) {
     forward(x, mlp, Xm.rows_slice(s0, n), f, true, need_t, s0);
     backward_columns(x, mlp, f, cols, need_t);
     if (need_t) hessian_diagonals(x, mlp, f, cols, hd);
@@ -236,9 +242,11 @@ void variance_sum_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<con
       else
         x.unit_gram(acc + lay.offset(shape, l), static_cast<const T*>(weights.data()), nl, nl,
                     static_cast<const T*>(B.data()), n, k);
+      detail::poll();
     }
   });
   emit_result(x, mlp, shape, acc, 1.0, out);
+  check_emitted(x, static_cast<const T*>(out.data), size, 1, out.stride, 1, "the variance sum");
 }
 
 /// norms[s] = |abar_s|^2 of a layer's augmented inputs.
@@ -285,6 +293,7 @@ void output_gram_pass(X& x, const Mlp<T>& mlp, MatrixView<const T> Xm, MatrixVie
       augmented_norms(x, norms.data(), f.act(l - 1), f.act_ld(mlp, l - 1), n, w[l - 1], mlp.has_bias(l));
       add_gram(x, out, s0, static_cast<const T*>(gram.data()), static_cast<const T*>(norms.data()), n, C * C, l == 1);
     }
+    check_result_rows(x, static_cast<const T*>(out.row(s0)), n, C * C, out.row_stride, s0, "the output Gram J J^T");
   });
 }
 

@@ -34,9 +34,10 @@ def split_grads(model: MLP, grads: Any) -> tuple[Parts, bool, Any]:
             raise ValueError(f"argument 'grads' must be a flat vector of shape ({model.n_params},) or a list of "
                              f"(dW, db) per layer, got an array of shape {g.shape}")
         if g.dtype.kind not in "fiu":
-            raise ValueError(f"argument 'grads' must be real numeric, got dtype {g.dtype}")
+            raise TypeError(f"argument 'grads' must be real numeric, got dtype {g.dtype}")
         dt = g.dtype if g.dtype in (np.float32, np.float64) else np.float64
-        parts = [(np.asarray(w, np.float64), np.asarray(b, np.float64)) for w, b in model.unflatten(g)]
+        parts = [(np.asarray(w, np.float64), None if b is None else np.asarray(b, np.float64))
+                 for w, b in model.unflatten(g)]
     else:
         if not isinstance(grads, (list, tuple)) or len(grads) != model.n_layers:
             raise ValueError(f"argument 'grads' must be a list of {model.n_layers} (dW, db) pairs (one per layer) "
@@ -45,30 +46,36 @@ def split_grads(model: MLP, grads: Any) -> tuple[Parts, bool, Any]:
         for l, (pair, (W, b)) in enumerate(zip(grads, model.layers)):
             if not isinstance(pair, (list, tuple)) or len(pair) != 2:
                 raise ValueError(f"argument 'grads'[{l}] must be a (dW, db) pair")
-            dW, db = np.asarray(pair[0]), np.asarray(pair[1])
-            if dW.shape != W.shape or db.shape != b.shape:
-                raise ValueError(f"argument 'grads'[{l}] has shapes {dW.shape}, {db.shape}; expected {W.shape}, "
-                                 f"{b.shape}")
+            if (pair[1] is None) != (b is None):
+                raise ValueError(f"argument 'grads'[{l}]: layer {l} {'has no' if b is None else 'has a'} bias, so its "
+                                 f"db must be {'None' if b is None else f'an array of shape {b.shape}'}")
+            dW = np.asarray(pair[0])
+            db = None if b is None else np.asarray(pair[1])
+            if dW.shape != W.shape or (db is not None and db.shape != b.shape):
+                raise ValueError(f"argument 'grads'[{l}] has shapes {dW.shape}, {None if db is None else db.shape}; "
+                                 f"expected {W.shape}, {None if b is None else b.shape}")
             for a in (dW, db):
-                if a.dtype.kind not in "fiu":
-                    raise ValueError(f"argument 'grads'[{l}] must be real numeric, got dtype {a.dtype}")
+                if a is not None and a.dtype.kind not in "fiu":
+                    raise TypeError(f"argument 'grads'[{l}] must be real numeric, got dtype {a.dtype}")
             dt = dW.dtype if dt is None else np.result_type(dt, dW.dtype)
-            parts.append((np.asarray(dW, np.float64), np.asarray(db, np.float64)))
+            parts.append((np.asarray(dW, np.float64), None if db is None else np.asarray(db, np.float64)))
         dt = dt if dt in (np.float32, np.float64) else np.float64
     for l, (dW, db) in enumerate(parts):
-        if not (np.isfinite(dW).all() and np.isfinite(db).all()):
+        if not (np.isfinite(dW).all() and (db is None or np.isfinite(db).all())):
             raise ValueError(f"argument 'grads' contains NaN or Inf (layer {l})")
     return parts, not isinstance(grads, (list, tuple)), dt
 
 
 def join(parts: Parts, flat: bool, dtype: Any) -> Any:
     if flat:
-        return np.concatenate([np.concatenate([w.ravel(), b]) for w, b in parts]).astype(dtype, copy=False)
-    return [(w.astype(dtype, copy=False), b.astype(dtype, copy=False)) for w, b in parts]
+        return np.concatenate([w.ravel() if b is None else np.concatenate([w.ravel(), b])
+                               for w, b in parts]).astype(dtype, copy=False)
+    return [(w.astype(dtype, copy=False), None if b is None else b.astype(dtype, copy=False)) for w, b in parts]
 
 
-def solve_unit(st: dict[str, Any], gW: np.ndarray, gb: np.ndarray, lam: float, l: int) -> tuple[np.ndarray, np.ndarray]:
-    rhs = np.ascontiguousarray(np.concatenate([gW, gb[:, None]], axis=1))
+def solve_unit(st: dict[str, Any], gW: np.ndarray, gb: np.ndarray | None, lam: float,
+               l: int) -> tuple[np.ndarray, np.ndarray | None]:
+    rhs = np.ascontiguousarray(gW if gb is None else np.concatenate([gW, gb[:, None]], axis=1))
     if "blocks" in st:
         x = _cholesky_solve(st["blocks"], rhs[..., None], lam, f"layer {l}, unit")[..., 0]
     else:
@@ -79,11 +86,14 @@ def solve_unit(st: dict[str, Any], gW: np.ndarray, gb: np.ndarray, lam: float, l
         x = np.empty_like(rhs)
         _core.unit_sample_space_solve(np.ascontiguousarray(xt, np.float64), np.ascontiguousarray(g2, np.float64),
                                       rhs, lam, x)
-    return x[:, :-1], x[:, -1]
+    return (x, None) if gb is None else (x[:, :-1], x[:, -1])
 
 
-def solve_quasi_diagonal(st: dict[str, Any], gW: np.ndarray, gb: np.ndarray, lam: float, l: int,
-                         diag_only: bool) -> tuple[np.ndarray, np.ndarray]:
+def solve_quasi_diagonal(st: dict[str, Any], gW: np.ndarray, gb: np.ndarray | None, lam: float, l: int,
+                         diag_only: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    if gb is None:  # no bias: Ollivier's coupling is with the bias, so QD is the diagonal solve
+        dW, _ = solve_quasi_diagonal(st, gW, np.zeros(gW.shape[0]), lam, l, True)
+        return dW, None
     dW, db = np.empty_like(gW), np.empty_like(gb)
     m0i = None if diag_only else np.ascontiguousarray(st["m0i"], np.float64)
     try:
@@ -107,9 +117,10 @@ def solve_meanfield(st: dict[str, Any], W: np.ndarray, b: np.ndarray, gW: np.nda
     r = np.sqrt(r2)
     live = r > 0
     inv_r = np.where(live, 1.0 / np.where(live, r, 1.0), 0.0)
-    A0, A1, A2 = unit_moments(act, r * np.sqrt(v), m * S_w + np.asarray(b, np.float64))
+    bias = b is not None  # without one, the weight block alone: no bias to eliminate
+    A0, A1, A2 = unit_moments(act, r * np.sqrt(v), m * S_w + (np.asarray(b, np.float64) if bias else 0.0))
     a = beta * v * A0 + lam
-    gamma = beta * A0 + lam
+    gamma = beta * A0 + lam if bias else np.ones_like(a)
     if not (np.all(a > 0) and np.all(gamma > 0)):
         raise ValueError(f"layer {l}: the mean-field unit FIM has a zero diagonal (dead unit or constant inputs); "
                          "pass damping > 0")
@@ -119,8 +130,9 @@ def solve_meanfield(st: dict[str, Any], W: np.ndarray, b: np.ndarray, gW: np.nda
     # weight-bias column are
     c = np.stack([c00 * m, c01 * inv_r], axis=1)
     S = np.stack([c00 * m * m, c01 * m * inv_r, c01 * m * inv_r, c11 * inv_r * inv_r], axis=1)
-    S -= (c[:, :, None] * c[:, None, :]).reshape(-1, 4) / gamma[:, None]
-    q = np.ascontiguousarray(c * (gb / gamma)[:, None])
+    if bias:
+        S -= (c[:, :, None] * c[:, None, :]).reshape(-1, 4) / gamma[:, None]
+    q = np.ascontiguousarray(c * (gb / gamma)[:, None] if bias else np.zeros_like(c))
     dW = np.empty_like(W64)
     ux = np.empty((W64.shape[0], 2))
     try:
@@ -128,6 +140,8 @@ def solve_meanfield(st: dict[str, Any], W: np.ndarray, b: np.ndarray, gW: np.nda
                               dW, ux)
     except ValueError as exc:
         raise _layer_error(l, exc) from None
+    if not bias:
+        return dW, None
     db = (gb - c[:, 0] * ux[:, 0] - c[:, 1] * ux[:, 1]) / gamma
     return dW, db
 
@@ -148,22 +162,26 @@ def solve_correlated(st: dict[str, Any], W: np.ndarray, b: np.ndarray, gW: np.nd
     su = np.sqrt((Wq * Wq) @ ev)
     live = su > 0
     kq = np.where(live[:, None], Wq * ev[None, :] / np.where(live, su, 1.0)[:, None], 0.0)  # Q^T Sigma w / sigma_u
-    A0, A1, A2 = unit_moments(act, su, W64 @ mu + np.asarray(b, np.float64))
+    bias = b is not None  # without one, the weight block alone: no bias to eliminate
+    A0, A1, A2 = unit_moments(act, su, W64 @ mu + (np.asarray(b, np.float64) if bias else 0.0))
     d = (beta * A0)[:, None] * ev[None, :] + lam
-    gamma = beta * A0 + lam
+    gamma = beta * A0 + lam if bias else np.ones_like(A0)
     if not (np.all(d > 0) and np.all(gamma > 0)):
         raise ValueError(f"layer {l}: the correlated-input unit FIM is singular (degenerate input covariance or "
                          "dead unit); pass damping > 0")
     c = np.stack([beta * A0, beta * A1], axis=1)
     S = np.stack([beta * A0, beta * A1, beta * A1, beta * (A2 - A0)], axis=1)
-    S -= (c[:, :, None] * c[:, None, :]).reshape(-1, 4) / gamma[:, None]
+    if bias:
+        S -= (c[:, :, None] * c[:, None, :]).reshape(-1, 4) / gamma[:, None]
     U = np.stack([np.broadcast_to(muq, kq.shape), kq], axis=2)
-    q = c * (gb / gamma)[:, None]
+    q = c * (gb / gamma)[:, None] if bias else np.zeros_like(c)
     rhs = Gq - muq[None, :] * q[:, :1] - kq * q[:, 1:]
     try:
         xq = dpr2_solve(d, U, S.reshape(-1, 2, 2), rhs)
     except ValueError as exc:
         raise _layer_error(l, exc) from None
+    if not bias:
+        return xq @ Q.T, None
     ux0, ux1 = xq @ muq, np.einsum("ij,ij->i", kq, xq)
     db = (gb - c[:, 0] * ux0 - c[:, 1] * ux1) / gamma
     return xq @ Q.T, db
@@ -182,6 +200,7 @@ def natural_gradient(
     seed: int | None = None,
     curvature: Curvature | None = None,
     damping_mode: str = "exact",
+    progress: Any = None,
 ) -> Any:
     """The preconditioned step ``(F_approx + damping I)^-1 grads`` of an MLP.
 
@@ -210,6 +229,9 @@ def natural_gradient(
     samples, seed : label draws per input and their seed for ``estimator="score"``.
     curvature : Curvature, optional
         Precomputed (e.g. averaged) statistics from :func:`curvature` for ``method``.
+    progress : None, True or callable
+        Report the pass over X between chunks: a callable taking (done, total) inputs, or
+        True for a progress bar (tqdm). Ctrl-C stops it at the next chunk in any case.
 
     Raises ValueError naming the argument for an unknown method or estimator, negative
     damping, grads of the wrong layout or with NaN/Inf, and for singular blocks (naming the
@@ -225,16 +247,17 @@ def natural_gradient(
         raise ValueError(f"argument 'damping_mode': {damping_mode!r} damping applies to method 'kfac' only")
     parts, flat, dtype = split_grads(model, grads)
     if curvature is None:
-        curvature = _curvature(model, X, method=method, estimator=estimator, y=y, samples=samples, seed=seed)
+        curvature = _curvature(model, X, method=method, estimator=estimator, y=y, samples=samples, seed=seed,
+                               progress=progress)
     elif not isinstance(curvature, Curvature) or curvature.method != method:
         raise ValueError(f"argument 'curvature' must be a Curvature of method {method!r}")
     if method in KRONECKER_METHODS:
-        g = np.concatenate([np.concatenate([w.ravel(), b]) for w, b in parts])
+        g = join(parts, True, np.float64)
         M = curvature.matrix
         kw = {"damping_mode": damping_mode} if method == "kfac" else {}
         return join([(w, b) for w, b in model.unflatten(np.asarray(M.solve(g, lam, **kw), np.float64))], flat, dtype)
     if method == "full":
-        g = np.concatenate([np.concatenate([w.ravel(), b]) for w, b in parts])
+        g = join(parts, True, np.float64)
         try:
             x = _cholesky_solve(curvature.dense[None], g[None, :, None], lam, "block")[0, :, 0]
         except ValueError:

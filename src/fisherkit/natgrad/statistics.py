@@ -12,7 +12,8 @@ import numpy as np
 from .. import heads as _heads
 from .._engine import check_kronecker_estimator, estimate, kronecker
 from .._loader import _core
-from .._validate import as_samples
+from .._progress import reporter
+from .._validate import as_samples, warn_unused
 from ..model import MLP, check_model
 
 METHODS = ("unit", "unit-meanfield", "unit-correlated", "quasi-diagonal", "diag", "full", "kfac", "ekfac")
@@ -143,9 +144,11 @@ def _summarise(model: MLP, method: str, requests: list[dict[str, Any]], N: int) 
 
 
 def _run(model: MLP, Xc: Any, yc: Any, estimator: str, samples: int, seed: Any, requests: list[dict[str, Any]],
-         grad: Any = None) -> float:
-    return float(_core.unit_statistics(*model._core_args(), model.head, model.sigma, Xc, yc, estimator, samples,
-                                       _heads.resolve_seed(seed), 0, 0, requests, grad))
+         grad: Any = None, progress: Any = None) -> float:
+    key = _heads.resolve_seed(seed)
+    with reporter(progress, f"curvature ({estimator})") as cb:
+        return float(_core.unit_statistics(*model._core_args(), model.head, model.sigma, Xc, yc, estimator, samples,
+                                           key, 0, 0, requests, grad, cb))
 
 
 def _inputs(model: MLP, X: Any, y: Any, estimator: str, samples: Any) -> tuple[Any, Any, int]:
@@ -154,6 +157,8 @@ def _inputs(model: MLP, X: Any, y: Any, estimator: str, samples: Any) -> tuple[A
     samples = as_samples(samples)
     if estimator == "empirical" and y is None:
         raise ValueError("the empirical estimator needs labels: pass y (or use estimator='exact')")
+    if estimator != "empirical":
+        warn_unused(y, "y", f"estimator={estimator!r} does not use labels (only 'empirical' does)")
     Xc, yc = model._inputs(X, y if estimator == "empirical" else None)
     return Xc, yc, samples
 
@@ -167,6 +172,7 @@ def curvature(
     y: Any = None,
     samples: int = 1,
     seed: int | None = None,
+    progress: Any = None,
 ) -> Curvature:
     """Curvature statistics of ``method`` over the inputs ``X`` (N, n_0).
 
@@ -175,22 +181,26 @@ def curvature(
     :func:`fisherkit.fisher` with the same seed), ``empirical`` (the data labels ``y``;
     biased) or ``bpm`` (Ollivier's backpropagated metric: the diagonal of Cov(t|h)
     backpropagated with squared weights; cheapest, approximate). One compiled pass. Returns a
-    :class:`Curvature` for :func:`natural_gradient`'s ``curvature`` argument.
+    :class:`Curvature` for :func:`natural_gradient`'s ``curvature`` argument. ``progress``: a
+    callable taking (done, total) inputs, or True for a progress bar (tqdm), between chunks.
     """
     check_method(method)
     Xc, yc, samples = _inputs(model, X, y, estimator, samples)
     N = int(Xc.shape[0])
     if method in KRONECKER_METHODS:
         check_kronecker_estimator(estimator, method, "method")
-        M = kronecker(model, Xc, yc, estimator, method, samples, _heads.resolve_seed(seed), 0, 0)
+        with reporter(progress, f"curvature ({estimator}, {method})") as cb:
+            M = kronecker(model, Xc, yc, estimator, method, samples, _heads.resolve_seed(seed), 0, 0, progress=cb)
         return Curvature(method, [{} for _ in range(model.n_layers)], None, N, M)
     if method == "full":
         if estimator == "bpm":
             raise ValueError("argument 'estimator': method 'full' takes 'exact', 'score' or 'empirical', not 'bpm'")
-        F = estimate(model, Xc, yc, estimator, "full", samples, _heads.resolve_seed(seed), 0, 0)
+        key = _heads.resolve_seed(seed)
+        with reporter(progress, f"curvature ({estimator}, full)") as cb:
+            F = estimate(model, Xc, yc, estimator, "full", samples, key, 0, 0, progress=cb)
         return Curvature(method, [{} for _ in range(model.n_layers)], np.asarray(F.to_dense(), np.float64), N)
     requests = _requests(model, method, N)
-    _run(model, Xc, yc, estimator, samples, seed, requests)
+    _run(model, Xc, yc, estimator, samples, seed, requests, progress=progress)
     return Curvature(method, _summarise(model, method, requests, N), None, N)
 
 
@@ -201,7 +211,8 @@ def curvature_and_gradient(model: MLP, X: Any, y: Any, *, method: str, estimator
     check_method(method)
     if method == "full" or method in KRONECKER_METHODS:
         loss, g = model.gradient(X, y)
-        return curvature(model, X, method=method, estimator=estimator, y=y, samples=samples, seed=seed), loss, g
+        labels = y if estimator == "empirical" else None  # y is for the gradient; the metric may not use it
+        return curvature(model, X, method=method, estimator=estimator, y=labels, samples=samples, seed=seed), loss, g
     model = check_model(model, host_only=True, what="natural gradients")
     check_estimator(estimator)
     samples = as_samples(samples)

@@ -48,12 +48,14 @@ class _Progress:
         self.stream, self.width = stream, width
 
     def __call__(self, info: dict[str, Any]) -> None:
-        frac = min(1.0, info["step"] / max(1, info["steps"]))
+        # the last rollout may run past the requested count (whole rollouts); the bar stops at it
+        step = min(info["step"], info["steps"])
+        frac = step / max(1, info["steps"])
         filled = int(round(frac * self.width))
         bar = "#" * filled + "-" * (self.width - filled)
         mr = info["mean_return"]
         mr_s = "   n/a" if np.isnan(mr) else f"{mr:8.1f}"
-        self.stream.write(f"\r[{bar}] {info['step']:>9d}/{info['steps']} steps  {info['episodes']:>6d} episodes  "
+        self.stream.write(f"\r[{bar}] {step:>9d}/{info['steps']} steps  {info['episodes']:>6d} episodes  "
                           f"mean return (last 10) {mr_s}  {info['elapsed']:6.1f}s")
         self.stream.flush()
 

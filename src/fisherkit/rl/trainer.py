@@ -225,11 +225,17 @@ def natural_direction(policy: Policy, obs: np.ndarray, actions: Any, g: np.ndarr
 def _make_envs(env_id: str, n_envs: int) -> Any:
     import gymnasium as gym
 
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as exc:  # NameNotFound, VersionNotFound, ...: a message, not a traceback
+        raise ValueError(f"unknown Gymnasium environment {env_id!r}: {exc}") from None
     fns = [lambda: gym.make(env_id) for _ in range(n_envs)]
     try:
         return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     except (AttributeError, TypeError) as exc:  # pragma: no cover - depends on the installed gymnasium
         raise ImportError("fisherkit.rl needs gymnasium >= 1.1 (same-step autoreset)") from exc
+    except gym.error.Error as exc:  # e.g. a missing extra (box2d, mujoco) of a registered environment
+        raise ValueError(f"cannot make Gymnasium environment {env_id!r}: {exc}") from None
 
 
 def train(env_id: str, algo: str = "rank1", steps: int = 100_000, seed: int = 0,

@@ -56,22 +56,22 @@ def model64(model: MLP) -> MLP:
     once to the model's dtype)."""
     if model.dtype == np.float64 and model.xp is np:
         return model
-    return MLP([(host(W), host(b)) for W, b in model.layers], model.activations, model.head,
+    return MLP([(host(W), None if b is None else host(b)) for W, b in model.layers], model.activations, model.head,
                sigma=model.sigma, dtype=np.float64)
 
 
 def chunks(n: int, per_input_bytes: int, chunk: int | None) -> Iterator[slice]:
-    m = int(chunk) if chunk else max(1, WORKSPACE // max(per_input_bytes, 1))
+    m = as_chunk(chunk) or max(1, WORKSPACE // max(per_input_bytes, 1))
     for a in range(0, n, m):
         yield slice(a, min(n, a + m))
 
 
-def variance_sum(model: MLP, X: Any, which: str, shape: str, chunk: int | None) -> Any:
+def variance_sum(model: MLP, X: Any, which: str, shape: str, chunk: int | None, progress: Any = None) -> Any:
     """The compiled per-input sum of the single-draw quantity `which` (v1, v2, c12, fsq and the
     bounds v1_lower ... v2_upper) in fisher's flat layout of `shape` (diag or unit), in the
     model's dtype."""
     out = model.xp.empty(model.layout.size(shape), dtype=model.dtype)
-    _core.variance_sum(*model._core_args(), model.head, model.sigma, X, which, shape, as_chunk(chunk), out)
+    _core.variance_sum(*model._core_args(), model.head, model.sigma, X, which, shape, as_chunk(chunk), out, progress)
     return out
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import heads as _heads
 from .._engine import estimate
-from .._validate import as_chunk
+from .._validate import as_chunk, as_int
 from ..matrices import FisherMatrix
 from ..model import MLP, check_model
 from ._common import (check_estimator, check_samples, check_shape, finish, flat_values, fourth, host, model64,
@@ -41,11 +41,11 @@ def monte_carlo_variance(
         check_estimator(estimator)
     shape = check_shape(shape, ("full", "layer", "unit", "diag"))
     samples = check_samples(samples)
-    if isinstance(replicates, bool) or not isinstance(replicates, (int, np.integer)) or int(replicates) < 2:
-        raise ValueError(f"argument 'replicates' must be an integer >= 2, got {replicates!r}")
-    R = int(replicates)
+    R = as_int(replicates, "replicates", minimum=2)
+    chunk = as_chunk(chunk)
+    key = _heads.resolve_seed(seed)
     Xc = rows(model, X)
-    seeds = np.random.SeedSequence(_heads.resolve_seed(seed)).generate_state(R, dtype=np.uint64) >> np.uint64(1)
+    seeds = np.random.SeedSequence(key).generate_state(R, dtype=np.uint64) >> np.uint64(1)
     xp = model.xp
     mean = m2 = None
     for r in range(R):

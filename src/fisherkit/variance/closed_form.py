@@ -25,7 +25,8 @@ from .. import heads as _heads
 from .._backend import dask_call, is_dask
 from .._engine import estimate
 from .._loader import _core
-from .._validate import as_chunk, check_fits, format_bytes
+from .._progress import reporter
+from .._validate import as_budget, as_chunk, check_fits, format_bytes
 from ..kronecker import ekfac_from_flat, kfac_from_flat
 from ..matrices import FisherMatrix, from_flat
 from ..model import MLP, check_model
@@ -46,7 +47,7 @@ def _blocks_of(model: MLP, shape: str) -> list[tuple[int, int]]:
 
 
 def _elementwise_sum(model: MLP, X: np.ndarray, which: str, shape: str, chunk: int | None,
-                     max_bytes: int | None) -> np.ndarray:
+                     max_bytes: int | None, progress: Any = None) -> np.ndarray:
     """SUM over inputs of the per-input element-wise quantity for shape 'full' or 'layer'
     (flat, fisher's layout), from per-input Jacobians and output Hessians in float64."""
     m64 = model64(model)
@@ -62,6 +63,8 @@ def _elementwise_sum(model: MLP, X: np.ndarray, which: str, shape: str, chunk: i
     acc = [np.zeros((b - a, b - a)) for a, b in blocks]
     head, sigma = model.head, model.sigma
     for sl in chunks(X.shape[0], per_input, chunk):
+        if progress is not None:
+            progress(sl.start, X.shape[0])
         Xs = X[sl]
         m = Xs.shape[0]
         h = np.asarray(m64.forward(Xs))
@@ -94,12 +97,13 @@ def _elementwise_sum(model: MLP, X: np.ndarray, which: str, shape: str, chunk: i
 
 
 def per_input_sum(model: MLP, Xc: Any, which: str, shape: str, chunk: int | None,
-                  max_bytes: int | None) -> Any:
+                  max_bytes: int | None, progress: Any = None) -> Any:
     """SUM over the rows of `Xc` of the per-input, single-draw quantity `which` (v1, v2, c12 or
-    fsq, the squared per-input exact Fisher entries) in fisher's flat layout of `shape`."""
+    fsq, the squared per-input exact Fisher entries) in fisher's flat layout of `shape`.
+    `progress`: None or a callable taking (done, total) inputs."""
     if shape in ("diag", "unit"):
-        return variance_sum(model, Xc, which, shape, chunk)
-    return _elementwise_sum(model, np.asarray(host(Xc), dtype=np.float64), which, shape, chunk, max_bytes)
+        return variance_sum(model, Xc, which, shape, chunk, progress)
+    return _elementwise_sum(model, np.asarray(host(Xc), dtype=np.float64), which, shape, chunk, max_bytes, progress)
 
 
 def input_part(xp: Any, fsq: Any, mean_sq: Any, n: int) -> Any:
@@ -128,11 +132,13 @@ def from_sums(model: MLP, n: int, shape: str, samples: int, label: str, ysum: An
     return finish(model, total, shape, n, label)
 
 
-def _population_sums(model: MLP, Xc: Any, shape: str, chunk: int | None, max_bytes: int | None) -> tuple[Any, Any]:
+def _population_sums(model: MLP, Xc: Any, shape: str, chunk: int | None, max_bytes: int | None,
+                     progress: Any = None) -> tuple[Any, Any]:
     if Xc.shape[0] < 2:
         input_part(model.xp, 0.0, 0.0, Xc.shape[0])  # raises
-    fsq = per_input_sum(model, Xc, "fsq", shape, chunk, max_bytes)
-    return fsq, flat_values(estimate(model, Xc, None, "exact", shape, 1, 0, as_chunk(chunk), 0, max_bytes))
+    fsq = per_input_sum(model, Xc, "fsq", shape, chunk, max_bytes, progress)
+    return fsq, flat_values(estimate(model, Xc, None, "exact", shape, 1, 0, as_chunk(chunk), 0, max_bytes,
+                                     progress=progress))
 
 
 def variance(
@@ -145,6 +151,7 @@ def variance(
     population: bool = False,
     chunk: int | None = None,
     max_bytes: int | None = None,
+    progress: Any = None,
 ) -> FisherMatrix | float:
     """Element-wise variance of ``fisher(model, X, estimator=..., shape=..., samples=...)``.
 
@@ -176,8 +183,12 @@ def variance(
     chunk : int, optional
         Inputs per chunk (default: automatic).
     max_bytes : int, optional
-        Memory budget for the ``layer``/``full``/``trace`` small-problem paths (default: half
-        the available memory); beyond it MemoryError names the bytes.
+        Memory budget for the result and the ``layer``/``full``/``trace`` small-problem paths
+        (default: half the available memory); beyond it MemoryError names the bytes, before
+        anything is allocated.
+    progress : None, True or callable
+        Report the passes over X between chunks: a callable taking (done, total) inputs, or
+        True for a progress bar (tqdm). Ctrl-C stops the computation at the next chunk.
 
     Returns
     -------
@@ -195,12 +206,26 @@ def variance(
     estimator = check_estimator(estimator)
     shape = check_shape(shape, VARIANCE_SHAPES)
     samples = check_samples(samples)
+    chunk = as_chunk(chunk)
+    max_bytes = as_budget(max_bytes)
+    if not isinstance(population, (bool, np.bool_)):
+        raise TypeError(f"argument 'population' must be True or False, got {type(population).__name__}")
     Xc = rows(model, X)
     n = Xc.shape[0]
+    if estimator == "exact" and not population:
+        # no sampling noise: zeros, but only for inputs and weights that are valid (one
+        # forward pass checks them in the engine: NaN/Inf, overflow)
+        model.forward(Xc, chunk=chunk)
     if shape == "trace":
         return _trace(model, Xc, estimator, samples, population, chunk, max_bytes)
-    ysum = None if estimator == "exact" else per_input_sum(model, Xc, WHICH[estimator], shape, chunk, max_bytes)
-    fsq, mean = _population_sums(model, Xc, shape, chunk, max_bytes) if population else (None, None)
+    size = model.layout.size(shape)  # the float64 sum and the result, before any of it exists
+    check_fits(size * (8 + model.dtype.itemsize), f"the {shape!r} variance of {model.n_params} parameters",
+               "use shape='unit' or shape='diag'" if shape in ("full", "layer")
+               else "use shape='diag'" if shape == "unit" else "use a smaller model", max_bytes)
+    with reporter(progress, f"variance ({estimator}, {shape})") as cb:
+        ysum = None if estimator == "exact" else per_input_sum(model, Xc, WHICH[estimator], shape, chunk, max_bytes,
+                                                               cb)
+        fsq, mean = _population_sums(model, Xc, shape, chunk, max_bytes, cb) if population else (None, None)
     return from_sums(model, n, shape, samples, f"var({estimator})", ysum, fsq, mean)
 
 

@@ -7,7 +7,7 @@
 #define FISHERKIT_HD inline
 #endif
 
-// FISHERKIT_LAMBDA marks the loop bodies of the portable passes (cpp/src/xpu): plain
+// FISHERKIT_LAMBDA marks the loop bodies of the passes (cpp/src/passes): plain
 // lambdas for the host executor, extended __host__ __device__ lambdas under nvcc.
 #if defined(__CUDACC__)
 #define FISHERKIT_LAMBDA __host__ __device__

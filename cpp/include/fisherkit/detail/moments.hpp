@@ -115,6 +115,20 @@ FISHERKIT_HD HeadRow<T> make_head_row(HeadKind kind, double sigma, StridedVec<T>
   return r;
 }
 
+/// The row over a cache that make_head_row filled for the same h: no exponentials (a pass
+/// that reads one row per (input, unit) builds it this way once per input's cache).
+template <class T>
+FISHERKIT_HD HeadRow<T> cached_head_row(HeadKind kind, double sigma, StridedVec<T> h, std::int64_t C,
+                                        const double* cache) {
+  HeadRow<T> r;
+  r.kind = kind;
+  r.C = C;
+  r.inv_s2 = 1.0 / (sigma * sigma);
+  r.h = h;
+  r.cache = cache;
+  return r;
+}
+
 // ------------------------------------------------------------------ contractions
 
 /// I(h)(u, v) = u^T I(h) v (docs/maths/heads.rst#heads-fourth-moments). Categorical: the centred
