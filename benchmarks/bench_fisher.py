@@ -86,7 +86,7 @@ def bench(threads: int, quick: bool) -> list[list[str]]:
                 ub = unit_flops / (rate * 1e9)
                 rows.append([threads, np.dtype(dtype).name, "exact unit 784-256-256-10", C.fmt_time(u),
                              f"SYRKs {C.fmt_time(ub)}", f"{u / ub:.2f}x", "<= 1.5x"])
-        rows.append([threads, "-", f"BLAS rate (fisherkit's OpenBLAS)", "-",
+        rows.append([threads, "-", "BLAS rate (fisherkit's OpenBLAS)", "-",
                      f"{rate64:.1f} / {rate32:.1f} GFLOP/s f64/f32", "-", "-"])
     return rows
 

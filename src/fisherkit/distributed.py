@@ -41,7 +41,7 @@ import numpy as np
 
 from . import heads as _heads
 from ._backend import is_dask, register_dask
-from ._engine import ESTIMATORS, KRONECKER_SHAPES, SHAPES, check_kronecker_estimator, kronecker
+from ._engine import KRONECKER_SHAPES, SHAPES, check_kronecker_estimator, kronecker
 from ._validate import as_chunk, as_index_offset, as_samples, check_fits
 from .fisher import check_layers, ignored_labels
 from .fisher import fisher as _fisher

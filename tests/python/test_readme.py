@@ -13,7 +13,6 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 import fisherkit
 from snippets import ROOT, markdown_blocks, run_python

@@ -22,7 +22,7 @@ def _enumerated(model, X):
     """Per input, exact single-draw (co)variances of every entry of I1 and I2 by
     enumerating the head's support: returns dict of (N, P, P) arrays v1, v2, c12 and F."""
     layers = model_layers(model)
-    head, sigma, C = model.head, model.sigma, model.output_dim
+    head, sigma = model.head, model.sigma
     out = {k: [] for k in ("v1", "v2", "c12", "F")}
     for x in X:
         h = forward_one(layers, model.activations, x)[0]
