@@ -210,12 +210,20 @@ void check_emitted(X& x, const T* p, i64 rows, i64 cols, i64 ld, i64 col_stride,
 }
 
 /// for_chunks whose body adds the rows of each chunk into the accumulator `acc` of `size`
-/// values of A (executor memory). After each chunk, one pass over the accumulator (cheap
-/// beside the chunk's products) checks that it is finite; if not, the chunk runs again one
-/// row at a time into a scratch accumulator (`acc` points there meanwhile: the body must
-/// read it through the reference) to name the input row whose contribution overflowed.
+/// values of A (executor memory), then one pass over the accumulator checks that it is
+/// finite. A check per chunk would cost as much as the chunk's products when the result is
+/// large beside a chunk (unit, layer and full blocks), so the search for the culprit runs
+/// only after a failure: the accumulator is zeroed and the chunks run again (their draws
+/// depend only on the input index), checked one by one; the first non-finite chunk runs
+/// again one row at a time into a scratch accumulator (`acc` points there meanwhile: the
+/// body must read it through the reference) to name the input row whose contribution
+/// overflowed, or else the rows whose sum did. Always an error after a failure (the rerun's
+/// other side effects do not matter).
 template <class X, class T, class A, class Body>
 void for_chunks_summed(X& x, i64 N, i64 chunk, A*& acc, i64 size, const char* what, Body&& body) {
+  for_chunks<X>(N, chunk, body);
+  if (first_nonfinite(x, static_cast<const A*>(acc), size) < 0) return;
+  zero(x, acc, size);
   Buf<X, A> single(x);
   for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
     body(s0, n);
@@ -237,6 +245,8 @@ void for_chunks_summed(X& x, i64 N, i64 chunk, A*& acc, i64 size, const char* wh
     FISHERKIT_CHECK(false, what, " overflows ", type_name<A>(), " summed over input rows ", s0, " to ", s0 + n - 1,
                     " (every row alone is finite); rescale the inputs or the weights");
   });
+  FISHERKIT_CHECK(false, what, " overflows ", type_name<A>(), " summed over the ", N,
+                  " input rows (every chunk alone is finite); rescale the inputs or the weights");
 }
 
 // ------------------------------------------------------------------ accumulation
