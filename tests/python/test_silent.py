@@ -147,7 +147,7 @@ def test_exact_variance_validates_inputs_before_its_zeros(rng):
 
 
 # ------------------------------------------------------------------ overflow
-@pytest.mark.parametrize("shape", ["diag", "unit", "layer", "full"])
+@pytest.mark.parametrize("shape", ["diag", "unit", "layer", "full", "kfac", "ekfac"])
 def test_a_sum_that_overflows_with_every_row_finite_names_its_rows(shape):
     # one linear float32 layer into a Gaussian head: the weight's Fisher entry sums x^2 = 1e37
     # per row; 16-row chunks reach 3.2e38 after two chunks and overflow float32 in the third

@@ -86,7 +86,7 @@ void kfac_factors_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<con
   T* acc = result_accumulator(x, out, size, own);
   EstimatorRows<X, T> r(x, L);
   Buf<X, T> B(x), tmp(x);
-  for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
+  for_chunks_summed<X, T>(x, N, chunk, acc, size, "the KFAC factors", [&](i64 s0, i64 n) {
     estimator_rows(x, mlp, head, opt, Xm, y, s0, n, r, [&](i64 l, const T* Dl) {
       const i64 no = w[l], k = lay.unit_width(l);
       T* A = acc + lay.offset(Shape::kfac, l);
@@ -170,7 +170,7 @@ void ekfac_diagonal_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<c
   T* acc = result_accumulator(x, out, P, own);
   EstimatorRows<X, T> r(x, L);
   Buf<X, T> B(x), rot(x), Dr(x), q(x), tmp(x);
-  for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
+  for_chunks_summed<X, T>(x, N, chunk, acc, P, "the EKFAC diagonal", [&](i64 s0, i64 n) {
     estimator_rows(x, mlp, head, opt, Xm, y, s0, n, r, [&](i64 l, const T* Dl) {
       augmented(x, r.f.act(l - 1), r.f.act_ld(mlp, l - 1), n, w[l - 1], mlp.has_bias(l), 1, B);
       ekfac_accumulate(x, acc + mlp.param_offset(l), static_cast<const T*>(B.data()), Dl,
@@ -514,7 +514,7 @@ void kfac_variance_sum_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixVie
   Forward<X, T> f(x, L);
   Columns<X, T> cols(x, L);
   Buf<X, T> gr(x), gt(x), wts(x), B(x), rot(x), tmp(x), kap(x), om(x), sq(x), q(x), kr(x), wk(x);
-  for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
+  for_chunks_summed<X, T>(x, N, chunk, acc, size, "the KFAC variance sum", [&](i64 s0, i64 n) {
     forward(x, mlp, Xm.rows_slice(s0, n), f, true, false, s0);
     backward_columns(x, mlp, f, cols, false);
     cache.resize(n * 2 * C);
