@@ -22,6 +22,7 @@ import fisherkit as fk
 from fisherkit import _report_sections
 from fisherkit._data import ColumnView, InputError, load_data, load_model
 from fisherkit.cli import main
+from interrupts import sigint_as_at_a_terminal
 
 spla = pytest.importorskip("scipy.sparse.linalg")
 pytest.importorskip("matplotlib")
@@ -481,7 +482,8 @@ def test_sigint_stops_the_command(tmp_path, rng):
     np.save(tmp_path / "x.npy", rng.random((3000, 784)))
     proc = subprocess.Popen([sys.executable, "-m", "fisherkit", "report", str(tmp_path / "m.npz"),
                              str(tmp_path / "x.npy"), "--out", str(tmp_path / "r"), "--max-seconds", "120"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_at_a_terminal)
     time.sleep(3.0)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

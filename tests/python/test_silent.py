@@ -15,6 +15,7 @@ import pytest
 
 import fisherkit
 from fisherkit.natgrad import METHODS, natural_gradient
+from interrupts import sigint_as_at_a_terminal
 
 SHAPES = ("full", "layer", "unit", "diag")
 HEADS = ("gaussian", "categorical", "bernoulli", "poisson")
@@ -584,7 +585,8 @@ _INTERRUPT = textwrap.dedent("""
 
 @pytest.mark.parametrize("call", ["fisher", "variance", "natural_gradient", "per_sample_grads"])
 def test_ctrl_c_interrupts_a_long_call_within_half_a_second(call):
-    proc = subprocess.run([sys.executable, "-c", _INTERRUPT, call], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", _INTERRUPT, call], capture_output=True, text=True, timeout=300,
+                          preexec_fn=sigint_as_at_a_terminal)
     assert proc.returncode == 0, proc.stderr
     words = proc.stdout.split()
     assert words[0] == "interrupted", proc.stdout
