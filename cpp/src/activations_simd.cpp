@@ -90,11 +90,12 @@ void activation_bulk(Activation a, const T* z, T* f, T* d1, T* d2, std::int64_t 
       for (std::int64_t i = 0; i < n; ++i) {
         const T x = z[i];
         const T xc = x > T(40) ? T(40) : (x < T(-40) ? T(-40) : x);
-        const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.7071067811865476)));
-        const T pdf = T(0.3989422804014327) * std::exp(T(-0.5) * xc * xc);
-        f[i] = x * cdf;
-        if (d1) d1[i] = cdf + x * pdf;
-        if (d2) d2[i] = pdf * (T(2) - x * x);
+        T v, g, h;
+        gelu_from(x, T(0.5) * (T(1) + std::erf(x * T(0.7071067811865476))),
+                  T(0.3989422804014327) * std::exp(T(-0.5) * xc * xc), &v, &g, &h);
+        f[i] = v;
+        if (d1) d1[i] = g;
+        if (d2) d2[i] = h;
       }
       return;
     case Activation::silu:
@@ -102,11 +103,11 @@ void activation_bulk(Activation a, const T* z, T* f, T* d1, T* d2, std::int64_t 
       for (std::int64_t i = 0; i < n; ++i) {
         const T x = z[i];
         const T xc = x > exp_clamp<T>() ? exp_clamp<T>() : (x < -exp_clamp<T>() ? -exp_clamp<T>() : x);
-        const T s = T(1) / (T(1) + std::exp(-xc));
-        const T v = s * (T(1) - s);
-        f[i] = x * s;
-        if (d1) d1[i] = s + x * v;
-        if (d2) d2[i] = v * (T(2) + x * (T(1) - T(2) * s));
+        T v, g, h;
+        silu_from(x, T(1) / (T(1) + std::exp(-xc)), &v, &g, &h);
+        f[i] = v;
+        if (d1) d1[i] = g;
+        if (d2) d2[i] = h;
       }
       return;
   }
