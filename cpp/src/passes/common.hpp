@@ -306,6 +306,23 @@ void accumulate_diag(X& x, A* acc, const T* w, i64 ldw, i64 no, const T* B, i64 
     });
 }
 
+/// ones[0 .. n) = 1 (resized to n).
+template <class X, class T>
+void fill_ones(X& x, Buf<X, T>& ones, i64 n) {
+  ones.resize(n);
+  T* o = ones.data();
+  x.for_each(n, [=] FISHERKIT_LAMBDA(i64 i) { o[i] = T(1); });
+}
+
+/// dst (cols, float64) += column sums of A (n x cols, leading dimension lda), by a GEMM
+/// against a column of ones.
+template <class X, class T>
+void add_column_sums(X& x, double* dst, const T* A, i64 lda, i64 n, i64 cols, const T* ones, Buf<X, T>& tmp) {
+  accumulate<X, T>(x, dst, cols, 1, 1, tmp, [&](auto* d, i64 ld, T beta) {
+    x.gemm(true, false, cols, 1, n, T(1), A, lda, ones, 1, beta, d, ld);
+  });
+}
+
 /// Zeroed accumulator of `size` values in executor memory (acc: a Buf of any element type).
 template <class X, class B>
 std::remove_pointer_t<decltype(std::declval<B&>().data())>* zeroed(X& x, B& acc, i64 size) {

@@ -43,20 +43,15 @@ void outer_rows(X& x, T* base, i64 ld, i64 M, i64 mstride, const T* Dl, i64 rows
 }
 
 /// acc (layer l's P_l values, float64) += sum over the n rows r of D_l[r] (x) abar_r: the
-/// weights by one GEMM D^T A, the biases by one GEMM against a column of ones.
+/// weights by one GEMM D^T A, the biases as the column sums of D_l (`ones`: n ones, filled
+/// once per chunk by the caller).
 template <class X, class T>
 void accumulate_vjp(X& x, double* acc, const T* Dl, i64 ldd, i64 no, const T* A, i64 lda, i64 n, i64 ni,
-                    bool bias, Buf<X, T>& ones, Buf<X, T>& tmp) {
+                    bool bias, const T* ones, Buf<X, T>& tmp) {
   accumulate<X, T>(x, acc, no, ni, ni, tmp, [&](auto* dst, i64 ld, T beta) {
     x.gemm(true, false, no, ni, n, T(1), Dl, ldd, A, lda, beta, dst, ld);
   });
-  if (!bias) return;
-  ones.resize(n);
-  T* o = ones.data();
-  x.for_each(n, [=] FISHERKIT_LAMBDA(i64 i) { o[i] = T(1); });
-  accumulate<X, T>(x, acc + no * ni, no, 1, 1, tmp, [&](auto* dst, i64 ld, T beta) {
-    x.gemm(true, false, no, 1, n, T(1), Dl, ldd, static_cast<const T*>(ones.data()), 1, beta, dst, ld);
-  });
+  if (bias) add_column_sums(x, acc + no * ni, Dl, ldd, n, no, ones, tmp);
 }
 
 template <class X, class T>
@@ -181,9 +176,11 @@ double nll_gradient_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<c
     check_result_rows(x, static_cast<const T*>(D.data()), n, C, C, s0, "the head's residual (mean minus label)");
     check_result_rows(x, static_cast<const T*>(nll.data()), n, 1, 1, s0, "the negative log-likelihood");
     loss += host_sum(x, static_cast<const T*>(nll.data()), n, host);
+    fill_ones<X, T>(x, ones, n);
     backward(x, mlp, f, D, buf, 1, [&](i64 l, const T* Dl) {
       accumulate_vjp(x, acc + mlp.param_offset(l), Dl, mlp.widths()[l], mlp.widths()[l], f.act(l - 1),
-                     f.act_ld(mlp, l - 1), n, mlp.widths()[l - 1], mlp.has_bias(l), ones, tmp);
+                     f.act_ld(mlp, l - 1), n, mlp.widths()[l - 1], mlp.has_bias(l),
+                     static_cast<const T*>(ones.data()), tmp);
     });
   });
   emit_scaled(x, acc, 1.0 / double(N), out, P);
@@ -312,11 +309,13 @@ void fisher_vector_product_pass(X& x, const Mlp<T>& mlp, const Head& head, Matri
     covariance_times(x, head, f.h(), static_cast<const T*>(d.data()), D.data(), cov.data(), n, K, C);
     check_result_rows(x, static_cast<const T*>(D.data()), n, K * C, K * C, s0,
                       "the head's covariance times the Jacobian-vector products");
+    fill_ones<X, T>(x, ones, n);
     backward(x, mlp, f, D, buf, K, [&](i64 l, const T* Dl) {
       const i64 no = mlp.widths()[l];
       for (i64 j = 0; j < K; ++j)
         accumulate_vjp(x, acc + j * P + mlp.param_offset(l), Dl + j * no, K * no, no, f.act(l - 1),
-                       f.act_ld(mlp, l - 1), n, mlp.widths()[l - 1], mlp.has_bias(l), ones, tmp);
+                       f.act_ld(mlp, l - 1), n, mlp.widths()[l - 1], mlp.has_bias(l),
+                       static_cast<const T*>(ones.data()), tmp);
       detail::poll();
     });
   });

@@ -52,22 +52,6 @@ void copy_strided_rows(X& x, MatrixView<T> out, i64 r0, const T* src, i64 ld, i6
   x.for_2d(n, cols, [=] FISHERKIT_LAMBDA(i64 s, i64 j) { out.row(r0 + s)[j] = src[s * ld + j]; });
 }
 
-template <class X, class T>
-void fill_ones(X& x, Buf<X, T>& ones, i64 n) {
-  ones.resize(n);
-  T* o = ones.data();
-  x.for_each(n, [=] FISHERKIT_LAMBDA(i64 i) { o[i] = T(1); });
-}
-
-/// dst (cols, float64) += column sums of A (n x cols, leading dimension lda), by a GEMM
-/// against a column of ones.
-template <class X, class T>
-void add_column_sums(X& x, double* dst, const T* A, i64 lda, i64 n, i64 cols, const T* ones, Buf<X, T>& tmp) {
-  accumulate<X, T>(x, dst, cols, 1, 1, tmp, [&](auto* d, i64 ld, T beta) {
-    x.gemm(true, false, cols, 1, n, T(1), A, lda, ones, 1, beta, d, ld);
-  });
-}
-
 template <class X, class V>
 void check_stats_out(const V& v, const char* what, std::int64_t l) {
   if (v.data == nullptr) return;
@@ -201,6 +185,7 @@ double unit_statistics_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixVie
   double loss = 0.0;
   for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
     forward(x, mlp, Xm.rows_slice(s0, n), f, true, false, s0);
+    fill_ones<X, T>(x, ones, n);  // the column sums of the gradient's biases and of the statistics
     const MatrixView<const T> yc = want_grad || empirical ? y.rows_slice(s0, n) : y;
     for (i64 l = 1; l <= L; ++l) {
       G2[l].resize(n * w[l]);
@@ -224,7 +209,7 @@ double unit_statistics_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixVie
                  const i64 no = w[l];
                  if (want_grad)
                    accumulate_vjp(x, gacc + mlp.param_offset(l), Dl, Mt * no, no, f.act(l - 1), f.act_ld(mlp, l - 1), n,
-                                  w[l - 1], mlp.has_bias(l), ones, tmp);
+                                  w[l - 1], mlp.has_bias(l), static_cast<const T*>(ones.data()), tmp);
                  if (!bpm) {
                    const MatrixView<T>& rows = stats[static_cast<size_t>(l - 1)].rows;
                    if (rows.data) copy_metric_rows(x, rows, s0, Dl, n, Mt, m0, Mm, no);
@@ -251,7 +236,6 @@ double unit_statistics_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixVie
                             static_cast<const T*>(f.d1[l].data()), n * w[l]);
       }
     }
-    fill_ones<X, T>(x, ones, n);
     for (i64 l = 1; l <= L; ++l) {
       const UnitStats<T>& st = stats[static_cast<size_t>(l - 1)];
       const i64 no = w[l], ni = w[l - 1], k = lay.unit_width(l);
