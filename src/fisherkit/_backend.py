@@ -66,3 +66,8 @@ def to_numpy(a: Any) -> np.ndarray:
     if _is_cupy(a):
         return a.get()
     return np.asarray(a)
+
+
+def to_float64(a: Any) -> np.ndarray:
+    """Host float64 copy of an array of either library (no copy for a float64 NumPy array)."""
+    return np.asarray(to_numpy(a), dtype=np.float64)

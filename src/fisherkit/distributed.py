@@ -40,14 +40,14 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from . import heads as _heads
-from ._backend import is_dask, register_dask
-from ._engine import KRONECKER_SHAPES, SHAPES, check_kronecker_estimator, kronecker
-from ._validate import as_chunk, as_index_offset, as_samples, check_fits
-from .fisher import check_layers, ignored_labels
+from ._backend import is_dask, register_dask, to_float64
+from ._engine import KRONECKER_SHAPES, kronecker
+from ._validate import as_chunk, check_fits
+from .fisher import check_request
 from .fisher import fisher as _fisher
 from .fisher import fisher_vector_product as _fvp
 from .matrices import FisherMatrix
-from .model import MLP
+from .model import MLP, check_model
 from .variance import closed_form as _cf
 from .variance import planning as _plan
 from .variance._common import (WHICH, check_estimator, check_samples, check_shape, flat_values, model64, rows,
@@ -134,11 +134,6 @@ def _global_rows(start: int) -> Iterator[None]:
         raise ValueError(new) from None
 
 
-def _host64(a: Any) -> np.ndarray:
-    get = getattr(a, "get", None)  # CuPy -> NumPy
-    return np.asarray(get() if callable(get) and not isinstance(a, np.ndarray) else a, dtype=np.float64)
-
-
 def _sum64(model: MLP, a: Any) -> Any:
     """A raw sum over rows in float64, in the model's array library."""
     return model.xp.asarray(a, dtype=np.float64)
@@ -154,12 +149,6 @@ class _Blocks:
     starts: list[int]
     n: int
     client: Any
-
-
-def _check_model(model: Any) -> MLP:
-    if not isinstance(model, MLP):
-        raise TypeError(f"argument 'model' must be a fisherkit.MLP, got {type(model).__name__}")
-    return model
 
 
 def _as_dask(name: str, a: Any, rows_like: Any = None) -> Any:
@@ -314,17 +303,18 @@ def _token() -> str:
 # ============================================================================ fisher
 def _fisher_block(shared: MLP, X: Any, y: Any, start: int, opts: dict[str, Any], which: str | None) -> _Part:
     model = shared
+    Xc = rows(model, X)  # converted once, for the Fisher and the variance sums
     with _global_rows(start):
-        F = _fisher(model, X, y, estimator=opts["estimator"], shape=opts["shape"], samples=opts["samples"],
+        F = _fisher(model, Xc, y, estimator=opts["estimator"], shape=opts["shape"], samples=opts["samples"],
                     seed=opts["seed"], chunk=opts["chunk"], max_bytes=opts["max_bytes"],
                     index_offset=opts["index_offset"] + start, layers=opts["layers"])
         vsum = None
         if which is not None and opts["shape"] == "kfac":
-            vsum = _sum64(model, _cf.kronecker_variance_sum(model, rows(model, X), None, opts["chunk"]))
+            vsum = _sum64(model, _cf.kronecker_variance_sum(model, Xc, None, opts["chunk"]))
         elif which is not None:
-            vsum = _sum64(model, _cf.per_input_sum(model, rows(model, X), which, opts["shape"], opts["chunk"],
+            vsum = _sum64(model, _cf.per_input_sum(model, Xc, which, opts["shape"], opts["chunk"],
                                                    opts["max_bytes"]))
-    return _Part(start, start + X.shape[0], (F, vsum))
+    return _Part(start, start + Xc.shape[0], (F, vsum))
 
 
 def _fisher_finish(part: _Part, shared: MLP, opts: dict[str, Any], with_stderr: bool) -> Any:
@@ -388,24 +378,10 @@ def fisher(
     `max_bytes` apply inside each block; the result itself must fit in `max_bytes` on the
     client. A NaN/Inf or a bad label raises the ValueError of the one-process call, naming
     the row of `X` (or `y`)."""
-    model = _check_model(model)
-    y = ignored_labels(estimator, y)
-    if shape not in SHAPES:
-        raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
-    samples = as_samples(samples)
-    index_offset = as_index_offset(index_offset)
-    chunk = as_chunk(chunk)
-    if estimator == "empirical" and y is None:
-        raise ValueError("the empirical estimator needs labels: pass y (or use estimator='exact')")
-    if with_stderr and estimator == "empirical":
-        raise ValueError("with_stderr=True is not available for the empirical Fisher: its variance "
-                         "needs the data distribution")
-    if shape in KRONECKER_SHAPES:
-        check_kronecker_estimator(estimator, shape)
-    if estimator != "empirical":
-        y = None
+    model = check_model(model)
+    y, samples, index_offset, chunk, layers = check_request(model, estimator, shape, y, samples, index_offset, chunk,
+                                                            with_stderr, layers)
     split_every = _check_split_every(split_every)
-    layers = check_layers(model, shape, layers, with_stderr)
     size = (model.layout.size(shape) if shape not in KRONECKER_SHAPES
             else model.layout.size("kfac") + (model.n_params if shape == "ekfac" else 0))
     suggestion = ("use shape='unit' or shape='diag', which fit in memory"
@@ -449,7 +425,7 @@ def _variance_block(shared: MLP, X: Any, start: int, opts: dict[str, Any]) -> _P
                 ysum = float(_cf.variance(model, Xc, estimator=opts["estimator"], shape="trace", samples=1,
                                            chunk=chunk, max_bytes=max_bytes)) * float(n) * n
             if opts["population"]:
-                fsq = float(_host64(_cf.per_input_sum(model, Xc, "fsq", "full", chunk, max_bytes)).sum())
+                fsq = float(to_float64(_cf.per_input_sum(model, Xc, "fsq", "full", chunk, max_bytes)).sum())
                 mean = _fisher(model64(model), Xc, estimator="exact", shape="full", chunk=chunk, index_offset=start)
         else:
             if which is not None:
@@ -472,7 +448,7 @@ def _variance_finish(part: _Part, shared: MLP, opts: dict[str, Any]) -> Any:
                              None if mean is None else flat_values(mean))
     out = ysum / (float(n) * n * samples) if ysum is not None else 0.0
     if opts["population"]:
-        Fm = _host64(mean.matrix)
+        Fm = to_float64(mean.matrix)
         out += float(_cf.input_part(np, fsq, float((Fm * Fm).sum()), n))
     return out
 
@@ -498,7 +474,7 @@ def variance(
     returns sum_{n in b} F(x_n)^2 (entry-wise) and its exact Fisher; the input-sampling part
     (sum_n F(x_n)^2 - N Fbar^2) / ((N - 1) N) is formed once, from the global sums and the
     merged mean Fbar, as the one-process call does. Blocks may hold a single row."""
-    model = _check_model(model)
+    model = check_model(model)
     estimator = check_estimator(estimator)
     shape = check_shape(shape, _cf.VARIANCE_SHAPES)
     samples = check_samples(samples)
@@ -538,7 +514,7 @@ def fisher_vector_product(model: MLP, X: Any, v: Any, *, chunk: int | None = Non
     """:func:`fisherkit.fisher_vector_product` over a Dask array `X`: (1/N) sum_b N_b Fv_b, where
     Fv_b is the engine's product over block b. `v` ((P,) or (P, k)) travels once per call
     with the model."""
-    model = _check_model(model)
+    model = check_model(model)
     V = model.xp.asarray(v)
     P = model.n_params
     if not (tuple(V.shape) == (P,) or (V.ndim == 2 and V.shape[0] == P)):
@@ -568,7 +544,7 @@ def gradient(model: MLP, X: Any, y: Any, *, chunk: int = 0, compute: bool = True
              split_every: int = SPLIT_EVERY) -> Any:
     """:meth:`fisherkit.MLP.gradient` over Dask arrays: (mean negative log-likelihood, its
     gradient), the row-weighted means of the blocks' values."""
-    model = _check_model(model)
+    model = check_model(model)
     if y is None:
         raise ValueError("argument 'y' is required")
     split_every = _check_split_every(split_every)
@@ -584,7 +560,7 @@ def _recommend_block(shared: MLP, X: Any, start: int, shape: str, chunk: int | N
     model = shared
     with _global_rows(start):
         Xc = rows(model, X)
-        sums = tuple(_host64(variance_sum(model, Xc, w, shape, chunk)) for w in ("v1", "v2", "c12"))
+        sums = tuple(to_float64(variance_sum(model, Xc, w, shape, chunk)) for w in ("v1", "v2", "c12"))
     return _Part(start, start + X.shape[0], sums)
 
 
@@ -597,7 +573,7 @@ def recommend(model: MLP, X: Any, shape: str = "diag", samples: int = 1, *, chun
     """:func:`fisherkit.recommend` over a Dask array `X`: the three raw sums over inputs
     (Var(I1), Var(I2), Cov(I1, I2) per input and draw) are added over blocks, then scaled by
     1/(N^2 S) once."""
-    model = _check_model(model)
+    model = check_model(model)
     shape = check_shape(shape, ("diag", "unit"))
     samples = check_samples(samples)
     split_every = _check_split_every(split_every)
@@ -613,7 +589,7 @@ def _samples_block(shared: MLP, X: Any, start: int, which: str | None) -> _Part:
     model = shared
     with _global_rows(start):
         Xc = rows(model, X)
-        vsum = None if which is None else _host64(variance_sum(model, Xc, which, "diag", None))
+        vsum = None if which is None else to_float64(variance_sum(model, Xc, which, "diag", None))
         F = _fisher(model, Xc, estimator="exact", shape="diag", index_offset=start)
     return _Part(start, start + X.shape[0], (vsum, F))
 
@@ -628,7 +604,7 @@ def samples_needed(model: MLP, X: Any, rel_error: float, confidence: float, esti
                    per_parameter: bool = False, compute: bool = True, split_every: int = SPLIT_EVERY) -> Any:
     """:func:`fisherkit.samples_needed` over a Dask array `X`: one pass over the blocks gives the
     raw sum of the diagonal single-draw variances and the exact diagonal (merged)."""
-    model = _check_model(model)
+    model = check_model(model)
     estimator = check_estimator(estimator)
     rel_error, confidence = _plan.check_targets(rel_error, confidence)
     split_every = _check_split_every(split_every)

@@ -99,6 +99,26 @@ def fisher(
                          chunk=chunk, max_bytes=max_bytes, index_offset=index_offset, with_stderr=with_stderr,
                          layers=layers)
     check_model(model)
+    y, samples, index_offset, chunk, subset = check_request(model, estimator, shape, y, samples, index_offset,
+                                                            chunk, with_stderr, layers)
+    key = _heads.resolve_seed(seed)
+    max_bytes = as_budget(max_bytes)
+    Xc, yc = model._inputs(X, y)
+    with reporter(progress, f"fisher ({estimator}, {shape})") as cb:
+        result = estimate(model, Xc, yc, estimator, shape, samples, key, chunk, index_offset, max_bytes, cb, subset)
+    if not with_stderr:
+        return result
+    if shape in KRONECKER_SHAPES:
+        return result, kronecker_standard_error(model, Xc, result, estimator, samples, chunk)
+    return result, standard_error(model, Xc, estimator, shape, samples, chunk, max_bytes)
+
+
+def check_request(model: MLP, estimator: str, shape: str, y: Any, samples: Any, index_offset: Any, chunk: Any,
+                  with_stderr: bool, layers: Any) -> tuple[Any, int, int, int, list[int] | None]:
+    """The arguments of :func:`fisher` checked, for it and for its Dask twin
+    (``fisherkit.distributed.fisher``): returns (y, samples, index_offset, chunk, layers),
+    y dropped (with a warning) unless the estimator uses labels."""
+    y = ignored_labels(estimator, y)
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
     samples = as_samples(samples)
@@ -110,20 +130,8 @@ def fisher(
                          "needs the data distribution")
     if shape in KRONECKER_SHAPES:
         check_kronecker_estimator(estimator, shape)
-    if estimator != "empirical":
-        y = None
     subset = check_layers(model, shape, layers, with_stderr)
-    chunk = as_chunk(chunk)
-    key = _heads.resolve_seed(seed)
-    max_bytes = as_budget(max_bytes)
-    Xc, yc = model._inputs(X, y)
-    with reporter(progress, f"fisher ({estimator}, {shape})") as cb:
-        result = estimate(model, Xc, yc, estimator, shape, samples, key, chunk, index_offset, max_bytes, cb, subset)
-    if not with_stderr:
-        return result
-    if shape in KRONECKER_SHAPES:
-        return result, kronecker_standard_error(model, Xc, result, estimator, samples, chunk)
-    return result, standard_error(model, Xc, estimator, shape, samples, chunk, max_bytes)
+    return y, samples, index_offset, as_chunk(chunk), subset
 
 
 def ignored_labels(estimator: Any, y: Any) -> Any:

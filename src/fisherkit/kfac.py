@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 
 from . import heads as _heads
+from ._backend import to_float64
 from ._engine import check_kronecker_estimator, kronecker
 from ._loader import _core
 from ._progress import reporter
 from ._validate import as_chunk, as_index_offset, as_samples
-from .kronecker import EKFAC, KFAC, ekfac_from_flat
+from .kronecker import EKFAC, KFAC, _sq, ekfac_from_flat
 from .model import MLP, check_model
 
 __all__ = ["kfac_error", "KFACError"]
@@ -106,13 +107,13 @@ def kfac_error(model: MLP, X: Any, y: Any = None, *, estimator: str = "exact", s
         else:
             cross = xp.empty(L, dtype=np.float64)
             _core.kfac_error_sums(*args, K.flat(), None, keep, sq, cross, None, cb)
-    sq = _host(sq)
+    sq = to_float64(sq)
     kf = np.array([_sq(A) * _sq(G) for A, G in K.factors])
     if E is not None:  # <F, G (x) A> = sum_ij lambda_G,i lambda_A,j s_ij: F's diagonal in the eigenbasis
-        cross = np.array([float(_host(lg) @ _host(sc).astype(np.float64) @ _host(la))
+        cross = np.array([float(to_float64(lg) @ to_float64(sc) @ to_float64(la))
                           for (la, _, lg, _), sc in zip(K.eigen(), E.scales)])
         ek = np.array([_sq(sc) for sc in E.scales])
-    cross = _host(cross)
+    cross = to_float64(cross)
     with np.errstate(invalid="ignore", divide="ignore"):
         rel_k = np.sqrt(np.maximum(sq - 2 * cross + kf, 0.0) / sq)
         rel_e = np.sqrt(np.maximum(sq - ek, 0.0) / sq) if E is not None else None
@@ -121,11 +122,3 @@ def kfac_error(model: MLP, X: Any, y: Any = None, *, estimator: str = "exact", s
     if rel_e is not None:
         rel_e[zero] = np.nan
     return KFACError(rel_k, rel_e, np.sqrt(np.maximum(sq, 0.0)), E if E is not None else K)
-
-
-def _host(a: Any) -> np.ndarray:
-    return np.asarray(a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else a, dtype=np.float64)
-
-
-def _sq(M: Any) -> float:
-    return float((_host(M) ** 2).sum())

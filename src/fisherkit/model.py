@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _torch
 from . import heads as _heads
-from ._backend import dask_call, get_array_module, is_dask
+from ._backend import dask_call, get_array_module, is_dask, to_numpy
 from ._layout import Layout, layout_of
 from ._loader import _core
 from ._progress import reporter
@@ -217,9 +217,9 @@ class MLP:
         and sigma to an .npz file (no pickle)."""
         arrays = {"n_layers": np.array(self.n_layers), "bias": np.array([b is not None for b in self._biases])}
         for i, (W, b) in enumerate(self.layers):
-            arrays[f"W{i}"] = _host(W)
+            arrays[f"W{i}"] = to_numpy(W)
             if b is not None:
-                arrays[f"b{i}"] = _host(b)
+                arrays[f"b{i}"] = to_numpy(b)
         arrays["activations"] = np.array(self._activations, dtype=str)
         arrays["head"] = np.array(self._head)
         arrays["sigma"] = np.array(self._sigma)
@@ -243,7 +243,7 @@ class MLP:
         """An equivalent ``torch.nn.Sequential`` (``Linear`` layers, bias where this model has
         one, and one activation module after each hidden layer) in the model's dtype, on the
         CPU: ``MLP.from_torch(m.to_torch())`` gives this model back. Needs torch."""
-        return _torch.build_sequential([(_host(W), None if b is None else _host(b)) for W, b in self.layers],
+        return _torch.build_sequential([(to_numpy(W), None if b is None else to_numpy(b)) for W, b in self.layers],
                                 self._activations, self._dtype)
 
     def copy(self) -> "MLP":
@@ -269,7 +269,7 @@ class MLP:
                     with cupy.cuda.Device(index):
                         return cupy.asarray(a)
         else:
-            move = _host
+            move = to_numpy
         return MLP([(move(W), None if b is None else move(b)) for W, b in self.layers], list(self._activations),
                    self._head, sigma=self._sigma, dtype=self._dtype)
 
@@ -364,7 +364,7 @@ class MLP:
         for a in self._weights + [b for b in self._biases if b is not None]:
             flat = a.reshape(-1)
             step = -(-flat.size // FINGERPRINT_VALUES)
-            h.update(memoryview(np.ascontiguousarray(_host(flat[::step]))).cast("B"))
+            h.update(memoryview(np.ascontiguousarray(to_numpy(flat[::step]))).cast("B"))
         return h.hexdigest()
 
     def flat_params(self) -> Any:
@@ -538,9 +538,3 @@ def _parse_device(device: Any) -> tuple[str, int | None]:
             if idx.isdigit():
                 return "cuda", int(idx)
     raise ValueError(f"argument 'device' must be 'cpu', 'cuda' or 'cuda:N' (N a GPU index), got {device!r}")
-
-
-def _host(a: Any) -> np.ndarray:
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
-
-

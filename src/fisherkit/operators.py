@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._linop import linear_operator, scipy_linalg
-from .model import MLP
+from .model import MLP, check_model
 from .fisher import fisher_vector_product
 
 __all__ = ["fisher_operator", "linear_operator", "OPERATOR_ESTIMATORS"]
@@ -65,8 +65,7 @@ def fisher_operator(model: MLP, X: Any, y: Any = None, *, estimator: str = "exac
     N inputs: an eigensolver's cost is its number of products times that pass.
     """
     spla = scipy_linalg()
-    if not isinstance(model, MLP):
-        raise TypeError(f"argument 'model' must be a fisherkit.MLP, got {type(model).__name__}")
+    model = check_model(model)
     if estimator not in OPERATOR_ESTIMATORS:
         raise ValueError(f"argument 'estimator': {estimator!r} has no deterministic product; expected one of "
                          f"{', '.join(OPERATOR_ESTIMATORS)} (for 'score' or 'hessian' compute the matrix with "

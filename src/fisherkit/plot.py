@@ -179,12 +179,7 @@ def kfac_error(r: Any, ax: Any) -> Any:
     ax.bar(x + 0.2, np.nan_to_num(r["structure/layer_ekfac_error"]), width=0.4, label="EKFAC", color="C2")
     top = np.nanmax(np.concatenate([r["structure/layer_kfac_error"], [0.0]]))
     ax.set_ylim(0, 1.35 * top if np.isfinite(top) and top > 0 else 1)
-    ax.set_xticks(x)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("||F_l - approximation|| / ||F_l||")
-    ax.set_title("Kronecker-factored approximations")
-    ax.legend(frameon=False, fontsize="small")
-    return ax
+    return _per_layer_axes(ax, x, "||F_l - approximation|| / ||F_l||", "Kronecker-factored approximations")
 
 
 def preconditioners(r: Any, ax: Any) -> Any:

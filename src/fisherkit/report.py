@@ -28,7 +28,7 @@ from ._report_keys import KEYS, describe
 from ._report_plan import Budget, gemm_rate
 from .info import blas_threads
 from ._report_sections import SECTIONS, Context
-from .model import MLP
+from .model import MLP, check_model
 from ._report_html import render
 from ._loader import _core
 
@@ -272,8 +272,7 @@ def report(
     estimators and a bad ``out`` folder, before computing anything. Ctrl-C stops it: the
     KeyboardInterrupt propagates and nothing is written.
     """
-    if not isinstance(model, MLP):
-        raise TypeError(f"argument 'model' must be a fisherkit.MLP, got {type(model).__name__}")
+    model = check_model(model)
     if model.xp is not np:
         raise TypeError("the report runs on NumPy models: pass model.to('cpu')")
     est = tuple(estimators)

@@ -6,6 +6,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .._backend import to_numpy
 from .._loader import _core
 from .._validate import as_chunk, as_samples
 from ..matrices import FisherMatrix, from_flat
@@ -46,17 +47,12 @@ def rows(model: MLP, X: Any) -> Any:
     return Xc
 
 
-def host(a: Any) -> np.ndarray:
-    get = getattr(a, "get", None)  # CuPy -> NumPy
-    return np.asarray(get() if callable(get) else a)
-
-
 def model64(model: MLP) -> MLP:
     """The model in float64 on the host (the small-problem paths compute in float64 and round
     once to the model's dtype)."""
     if model.dtype == np.float64 and model.xp is np:
         return model
-    return MLP([(host(W), None if b is None else host(b)) for W, b in model.layers], model.activations, model.head,
+    return MLP([(to_numpy(W), None if b is None else to_numpy(b)) for W, b in model.layers], model.activations, model.head,
                sigma=model.sigma, dtype=np.float64)
 
 

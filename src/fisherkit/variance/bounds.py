@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
+from .._backend import to_float64
 from ..matrices import FisherMatrix
 from ..model import MLP, check_model
-from ._common import check_estimator, check_samples, finish, host, rows, variance_sum
+from ._common import check_estimator, check_samples, finish, rows, variance_sum
 
 __all__ = ["variance_bounds"]
 
@@ -44,7 +43,7 @@ def variance_bounds(
         return finish(model, z, "diag", n, "lower(exact)"), finish(model, z, "diag", n, "upper(exact)")
     which = "v1" if estimator == "score" else "v2"
     scale = 1.0 / (float(n) * n * samples)
-    lo = np.asarray(host(variance_sum(model, Xc, f"{which}_lower", "diag", chunk)), dtype=np.float64) * scale
-    hi = np.asarray(host(variance_sum(model, Xc, f"{which}_upper", "diag", chunk)), dtype=np.float64) * scale
+    lo = to_float64(variance_sum(model, Xc, f"{which}_lower", "diag", chunk)) * scale
+    hi = to_float64(variance_sum(model, Xc, f"{which}_upper", "diag", chunk)) * scale
     return (finish(model, model.xp.asarray(lo), "diag", n, f"lower({estimator})"),
             finish(model, model.xp.asarray(hi), "diag", n, f"upper({estimator})"))

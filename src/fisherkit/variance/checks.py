@@ -6,12 +6,13 @@ from typing import Any
 
 import numpy as np
 
+from .._backend import to_float64, to_numpy
 from .. import heads as _heads
 from .._engine import estimate
 from .._validate import as_chunk, as_int
 from ..matrices import FisherMatrix
 from ..model import MLP, check_model
-from ._common import (check_estimator, check_samples, check_shape, finish, flat_values, fourth, host, model64,
+from ._common import (check_estimator, check_samples, check_shape, finish, flat_values, fourth, model64,
                       quadratic, rows)
 
 __all__ = ["monte_carlo_variance", "directional_variance"]
@@ -82,8 +83,8 @@ def directional_variance(
     Xc = rows(model, X)
     n = Xc.shape[0]
     m64 = model64(model)
-    X64 = np.asarray(host(Xc), dtype=np.float64)
-    uv = np.asarray(host(m64._direction(host(u), "u")), dtype=np.float64)
+    X64 = to_float64(Xc)
+    uv = to_float64(m64._direction(to_numpy(u), "u"))
     if not np.all(np.isfinite(uv)):
         raise ValueError("argument 'u' must be finite")
     h = np.asarray(m64.forward(X64))

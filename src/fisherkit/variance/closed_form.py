@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import heads as _heads
-from .._backend import dask_call, is_dask
+from .._backend import dask_call, is_dask, to_float64, to_numpy
 from .._engine import estimate
 from .._loader import _core
 from .._progress import reporter
@@ -31,7 +31,7 @@ from ..kronecker import ekfac_from_flat, kfac_from_flat
 from ..matrices import FisherMatrix, from_flat
 from ..model import MLP, check_model
 from ._common import (WHICH, check_estimator, check_samples, check_shape, chunks, finish, flat_values,
-                      fourth, host, model64, output_gram, output_hessians, rows, third, variance_sum)
+                      fourth, model64, output_gram, output_hessians, rows, third, variance_sum)
 
 VARIANCE_SHAPES = ("full", "layer", "unit", "diag", "trace")
 
@@ -103,7 +103,7 @@ def per_input_sum(model: MLP, Xc: Any, which: str, shape: str, chunk: int | None
     `progress`: None or a callable taking (done, total) inputs."""
     if shape in ("diag", "unit"):
         return variance_sum(model, Xc, which, shape, chunk, progress)
-    return _elementwise_sum(model, np.asarray(host(Xc), dtype=np.float64), which, shape, chunk, max_bytes, progress)
+    return _elementwise_sum(model, to_float64(Xc), which, shape, chunk, max_bytes, progress)
 
 
 def input_part(xp: Any, fsq: Any, mean_sq: Any, n: int) -> Any:
@@ -324,7 +324,7 @@ def _trace(model: MLP, Xc: Any, estimator: str, samples: int, population: bool, 
     if estimator == "exact" and not population:
         return 0.0
     m64 = model64(model)
-    X = np.asarray(host(Xc), dtype=np.float64)
+    X = to_float64(Xc)
     head, sigma = model.head, model.sigma
     C, P = model.output_dim, model.n_params
     total = 0.0
@@ -361,6 +361,6 @@ def _trace(model: MLP, Xc: Any, estimator: str, samples: int, population: bool, 
             input_part(np, 0.0, 0.0, n)  # raises
         check_fits(8 * P * P, f"the x-part of variance(shape='trace', population=True) ({P} x {P} mean Fisher)",
                    "use population=False, or shape='diag' with population=True", max_bytes)
-        Fm = np.asarray(host(estimate(m64, X, None, "exact", "full", 1, 0, as_chunk(chunk), 0, max_bytes).matrix))
+        Fm = to_numpy(estimate(m64, X, None, "exact", "full", 1, 0, as_chunk(chunk), 0, max_bytes).matrix)
         out += float(input_part(np, frob_n, float((Fm * Fm).sum()), n))
     return out

@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import dask_call, is_dask
+from .._backend import dask_call, is_dask, to_float64
 from .._engine import estimate
 from .._validate import as_real
 from ..model import MLP, check_model
-from ._common import check_estimator, check_samples, check_shape, host, rows, variance_sum
+from ._common import check_estimator, check_samples, check_shape, rows, variance_sum
 from .closed_form import variance
 
 __all__ = ["Recommendation", "recommend", "samples_needed", "recommendation", "draws_needed", "check_targets"]
@@ -91,7 +91,7 @@ def recommendation(model: MLP, n: int, shape: str, samples: int, v1_sum: Any, v2
     and Cov(I1, I2) (sums over disjoint rows add: fisherkit.distributed forms them on
     workers)."""
     scale = 1.0 / (float(n) * n * samples)
-    v1, v2, c12 = (np.asarray(host(s), dtype=np.float64) * scale for s in (v1_sum, v2_sum, c12_sum))
+    v1, v2, c12 = (to_float64(s) * scale for s in (v1_sum, v2_sum, c12_sum))
     den = v1 + v2 - 2.0 * c12
     tiny = np.finfo(model.dtype).eps * 8 * np.maximum(v1 + v2, np.finfo(np.float64).tiny)
     ok = den > tiny
@@ -153,8 +153,8 @@ def check_targets(rel_error: Any, confidence: Any) -> tuple[float, float]:
 def draws_needed(V: Any, F: Any, rel_error: float, confidence: float, per_parameter: bool) -> Any:
     """Chebyshev's draws per input from the one-draw diagonal variance `V` and the exact
     diagonal `F` (see samples_needed)."""
-    V = np.asarray(host(V), dtype=np.float64)
-    F = np.asarray(host(F), dtype=np.float64)
+    V = to_float64(V)
+    F = to_float64(F)
     delta = 1.0 - confidence
     with np.errstate(divide="ignore", invalid="ignore"):
         S = np.where(V > 0, np.ceil(V / (delta * rel_error ** 2 * F * F)), 1.0)
