@@ -2,9 +2,9 @@
 repeat), so the peer benchmark cannot rot: every row, every installed peer and every
 agreement check runs, the table and the chart are written.
 
-Optional: skips without PyTorch (CI has none; see benchmarks/peers/make_env.sh for an
-environment with the peers). A peer that is not installed is skipped by the script itself
-and named as such in the table. Speed is not asserted.
+Runs without PyTorch too (CI has none): fisherkit and the rooflines need no peer, and a
+peer that is not installed is skipped by the script itself and named as such in the table
+(benchmarks/peers/make_env.sh makes an environment with them). Speed is not asserted.
 """
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-
-import pytest
 
 from snippets import ROOT
 
@@ -32,7 +30,6 @@ def _importable(module: str) -> bool:
     return True
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="the peer benchmark needs PyTorch")
 def test_bench_peers_smoke_runs_every_row_and_check(tmp_path):
     out = tmp_path / "peers"
     env = dict(os.environ, PYTHONWARNINGS="ignore")

@@ -35,12 +35,7 @@ def without_bias(model, layers):
     """The model with the biases of `layers` removed (a layer without bias: no b_l in the
     parameters, no 1 in its augmented input)."""
     pairs = [(W, None if l in layers else b) for l, (W, b) in enumerate(model.layers)]
-    try:
-        return fisherkit.MLP(pairs, model.activations, model.head, sigma=model.sigma, dtype=model.dtype)
-    except (TypeError, ValueError):  # a Python MLP that does not take b=None yet: the engine does
-        m = model.copy()
-        m._biases = [None if l in layers else b for l, b in enumerate(m._biases)]
-        return m
+    return fisherkit.MLP(pairs, model.activations, model.head, sigma=model.sigma, dtype=model.dtype)
 
 
 def labels(model, X, seed=3):
