@@ -24,11 +24,15 @@ def provenance(model: MLP, estimator: str, samples: int, seed: int, index_offset
 
 def estimate(model: MLP, Xc: Any, yc: Any, estimator: str, shape: str, samples: int, seed: int, chunk: int,
              index_offset: int, max_bytes: int | None = None, progress: Any = None,
-             layers: list[int] | None = None) -> FisherMatrix:
+             layers: list[int] | None = None, out: Any = None) -> FisherMatrix:
     """fisher() on validated inputs (Xc, yc in the core's layout): refuses a result beyond the
     memory budget before allocating it, runs the compiled pass, wraps the flat result. `layers`:
-    the subset of layer blocks (shape "layer")."""
+    the subset of layer blocks (shape "layer"); `out`: the caller's flat buffer for the result
+    (checked here; the matrix object is views of it)."""
     if shape in KRONECKER_SHAPES:
+        if out is not None:
+            raise ValueError(f"argument 'out' is not available for shape {shape!r} (a Kronecker-factored result "
+                             "is a set of factors, not one flat array)")
         return kronecker(model, Xc, yc, estimator, shape, samples, seed, chunk, index_offset, max_bytes, progress)
     layout = model.layout
     size = layout.size(shape) if layers is None else sum(layout.layer_params(l) ** 2 for l in layers)
@@ -40,9 +44,14 @@ def estimate(model: MLP, Xc: Any, yc: Any, estimator: str, shape: str, samples: 
     else:
         suggestion = ("use shape='unit' or shape='diag', which fit in memory" if shape in ("full", "layer")
                       else "use shape='diag', or a smaller model" if shape == "unit" else "use a smaller model")
-    check_fits(size * model.dtype.itemsize + workspace,
-               f"the {shape!r} Fisher of {model.n_params} parameters (result and workspace)", suggestion, max_bytes)
-    out = model.xp.empty(size, dtype=model.dtype)
+    if out is None:
+        check_fits(size * model.dtype.itemsize + workspace,
+                   f"the {shape!r} Fisher of {model.n_params} parameters (result and workspace)", suggestion, max_bytes)
+        out = model.xp.empty(size, dtype=model.dtype)
+    else:
+        out = model._out_buffer(out, (size,))
+        check_fits(workspace, f"the workspace of the {shape!r} Fisher of {model.n_params} parameters",
+                   "pass a smaller chunk", max_bytes)
     _core.fisher(*model._core_args(), model.head, model.sigma, Xc, yc, estimator, shape, samples, seed, chunk,
                  index_offset, out, progress, layers or [])
     n = int(Xc.shape[0])

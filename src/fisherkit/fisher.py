@@ -33,6 +33,7 @@ def fisher(
     with_stderr: bool = False,
     progress: Any = None,
     layers: Sequence[int] | None = None,
+    out: Any = None,
 ) -> FisherMatrix | tuple[FisherMatrix, FisherMatrix]:
     """Estimate the Fisher information matrix of `model` over the inputs `X`.
 
@@ -87,6 +88,13 @@ def fisher(
     progress : None, True or callable
         Report progress between chunks: a callable taking (done, total) inputs, or True for a
         progress bar (tqdm). Ctrl-C stops the computation at the next chunk in any case.
+    out : array, optional
+        A buffer to write the result into instead of a new array, for the matrix shapes
+        (``full``, ``layer``, ``unit``, ``diag``): C-contiguous, of the model's dtype and array
+        library, with ``model.layout.size(shape)`` entries (with `layers`, the sum of the
+        selected blocks' sizes), in the layout of ``model.layout``. The returned matrix object
+        is views of it. Reusing one buffer across calls saves the allocation and the page
+        faults of a large result; its previous contents are never read.
 
     Returns
     -------
@@ -95,6 +103,8 @@ def fisher(
     """
     y = ignored_labels(estimator, y)
     if is_dask(X, y):  # Dask arrays: row blocks on workers, merged (fisherkit.distributed)
+        if out is not None:
+            raise ValueError("argument 'out' is not available with Dask inputs (the result is merged from blocks)")
         return dask_call("fisher", model, X, y, estimator=estimator, shape=shape, samples=samples, seed=seed,
                          chunk=chunk, max_bytes=max_bytes, index_offset=index_offset, with_stderr=with_stderr,
                          layers=layers)
@@ -105,7 +115,8 @@ def fisher(
     max_bytes = as_budget(max_bytes)
     Xc, yc = model._inputs(X, y)
     with reporter(progress, f"fisher ({estimator}, {shape})") as cb:
-        result = estimate(model, Xc, yc, estimator, shape, samples, key, chunk, index_offset, max_bytes, cb, subset)
+        result = estimate(model, Xc, yc, estimator, shape, samples, key, chunk, index_offset, max_bytes, cb, subset,
+                          out)
     if not with_stderr:
         return result
     if shape in KRONECKER_SHAPES:

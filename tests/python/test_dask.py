@@ -138,6 +138,8 @@ def test_layer_subset_over_blocks(problem):
         got = fisherkit.fisher(model, chunked(X, "rows7"), **kw)
         with pytest.raises(ValueError, match="'layers' selects blocks of shape 'layer'"):
             fisherkit.fisher(model, chunked(X, "rows7"), shape="diag", layers=[0])
+        with pytest.raises(ValueError, match="'out' is not available with Dask inputs"):
+            fisherkit.fisher(model, chunked(X, "rows7"), shape="diag", out=np.empty(model.layout.size("diag")))
     want = fisherkit.fisher(model, X, **kw)
     assert list(got.layers) == list(want.layers) == [1]
     assert np.abs(got.layer(1) - want.layer(1)).max() <= 1e-12 * np.abs(want.layer(1)).max()
