@@ -43,6 +43,9 @@ n_0..n_L, N inputs, C = n_L classes:
   layer blocks   SYRK of (N C) rows of length n_l (n_{l-1}+1), per layer
   unit blocks    n_l SYRKs of N rows of length n_{l-1}+1, per layer
   full           one SYRK of (N C) rows of length P
+                 (the SYRKs write into buffers already touched: fisherkit's layer, unit and
+                 full rows are also timed with out=, a result buffer reused across calls,
+                 beside the fresh result, which also pays the page faults of its pages)
   FVP (k)        forward; tangents (N x n_{l-1}) @ (n_{l-1} x k n_l) and, for l >= 2,
                  (N k x n_{l-1}) @ (n_{l-1} x n_l); backprop(N k); weight products
                  (k n_l x N) @ (N x (n_{l-1}+1))
@@ -371,8 +374,16 @@ def fisherkit_entries(p: Problem) -> list[Entry]:
     m, X, y, key = p.model, p.X, p.y, p.row.key
     if key in ("diag", "layer", "unit", "full"):
         shape = key
-        return [Entry("fisherkit", f"fisher(shape={shape!r})", lambda: fisherkit.fisher(m, X, shape=shape),
-                      lambda F: [np.asarray(b) for b in F.blocks] if shape != "diag" else [np.asarray(F.values)])]
+
+        def parts(F: Any) -> list[np.ndarray]:
+            return [np.asarray(b) for b in F.blocks] if shape != "diag" else [np.asarray(F.values)]
+
+        entries = [Entry("fisherkit", f"fisher(shape={shape!r})", lambda: fisherkit.fisher(m, X, shape=shape), parts)]
+        if shape != "diag":  # a large result: also into a buffer reused across calls (no page faults)
+            buf = np.ones(m.layout.size(shape), m.dtype)
+            entries.append(Entry("fisherkit", f"fisher(shape={shape!r}, out=)",
+                                 lambda: fisherkit.fisher(m, X, shape=shape, out=buf), parts, extra=True))
+        return entries
     if key == "mc":
         return [Entry("fisherkit", "fisher(estimator='score', samples=1)",
                       lambda: fisherkit.fisher(m, X, estimator="score", shape="diag", samples=1, seed=1),
@@ -731,7 +742,11 @@ def cell(res: Result | None, rr: RowResult) -> str:
     fk = rr.fisherkit()
     rel = "" if res.library == "fisherkit" or fk is None else f", {res.time.min / fk.time.min:.1f}x fisherkit"
     flag = "" if res.ok else " **check failed**"
-    return f"{C.fmt_time(res.time.min)} ({res.time.min / rr.roofline.min:.2f}x roofline{rel}){flag}"
+    text = f"{C.fmt_time(res.time.min)} ({res.time.min / rr.roofline.min:.2f}x roofline{rel}){flag}"
+    into = next((r for r in rr.results if r.library == res.library and r.extra and r.name.endswith("out=)")), None)
+    if into is not None and into.time is not None:  # the same call into a reused result buffer
+        text += f"; out= {C.fmt_time(into.time.min)} ({into.time.min / rr.roofline.min:.2f}x)"
+    return text
 
 
 def write_markdown(path: str, rows: list[RowResult], head: list[str], smoke: bool,

@@ -114,6 +114,8 @@ struct CudaExec {
   /// host's, a GPU needs tall matrices to be busy.
   static constexpr std::int64_t chunk_budget = std::int64_t(256) << 20;
   static constexpr std::int64_t chunk_cap = 65536;
+  /// Result blocks emitted in one group (no cache to stay in: a layer's units at once).
+  static constexpr std::int64_t emit_group_bytes = std::int64_t(1) << 62;
   cudaStream_t stream;
 
   explicit CudaExec(void* s) : stream(static_cast<cudaStream_t>(s)) {}
@@ -279,11 +281,12 @@ struct CudaExec {
     check_cuda(cudaGetLastError(), "a fisherkit kernel launch");
   }
 
-  /// Unit blocks: acc + u k^2 += sum_s w[s, u] B_s B_s^T, as strided-batched GEMMs
-  /// B^T (w_u o B) over groups of units whose weighted copies fit in 256 MiB.
+  /// Unit blocks: acc + u k^2 += sum_s w[s, u] B_s B_s^T (= with `overwrite`), as
+  /// strided-batched GEMMs B^T (w_u o B) over groups of units whose weighted copies fit in
+  /// 256 MiB.
   template <class T, class A>
   void unit_gram(A* acc, const T* w, std::int64_t ldw, std::int64_t no, const T* B, std::int64_t n,
-                 std::int64_t k) {
+                 std::int64_t k, bool overwrite = false) {
     const std::int64_t per_unit = n * k * static_cast<std::int64_t>(sizeof(T));
     const std::int64_t ub = std::max<std::int64_t>(1, std::min<std::int64_t>(no, (std::int64_t(256) << 20) / std::max<std::int64_t>(per_unit, 1)));
     Buf<T> wb(*this), tmp(*this);
@@ -294,9 +297,11 @@ struct CudaExec {
       check_cuda(cudaGetLastError(), "a fisherkit kernel launch");
       A* dst = acc + u0 * k * k;
       if constexpr (std::is_same_v<T, A>) {
-        gemm_batched(true, false, k, k, n, T(1), B, k, 0, static_cast<const T*>(wb.data()), k, n * k, T(1), dst, k,
-                     k * k, nb);
+        gemm_batched(true, false, k, k, n, T(1), B, k, 0, static_cast<const T*>(wb.data()), k, n * k,
+                     overwrite ? T(0) : T(1), dst, k, k * k, nb);
       } else {
+        if (overwrite)
+          check_cuda(cudaMemsetAsync(dst, 0, static_cast<size_t>(nb * k * k) * sizeof(A), stream), "cudaMemsetAsync");
         tmp.resize(nb * k * k);
         gemm_batched(true, false, k, k, n, T(1), B, k, 0, static_cast<const T*>(wb.data()), k, n * k, T(0),
                      tmp.data(), k, k * k, nb);
@@ -307,16 +312,17 @@ struct CudaExec {
   }
 
   /// count symmetric m x m blocks mirrored from their upper triangles (two phases, so that
-  /// acc may be out's own storage).
+  /// acc may be out's own storage). Returns whether every emitted value is finite.
   template <class T, class A>
-  void emit_symmetric(const A* acc, double scale, VectorView<T> out, std::int64_t off, std::int64_t m,
+  bool emit_symmetric(const A* acc, double scale, VectorView<T> out, std::int64_t off, std::int64_t m,
                       std::int64_t count) {
     const std::int64_t n = count * m * m;
-    if (n <= 0) return;
+    if (n <= 0) return true;
     emit_upper_kernel<<<grid(n), kThreads, 0, stream>>>(acc, scale, out, off, m, count);
     check_cuda(cudaGetLastError(), "a fisherkit kernel launch");
     emit_lower_kernel<<<grid(n), kThreads, 0, stream>>>(out, off, m, count);
     check_cuda(cudaGetLastError(), "a fisherkit kernel launch");
+    return first_if(n, [=] FISHERKIT_LAMBDA(std::int64_t i) { return !fisherkit::detail::fk_isfinite(out[off + i]); }) < 0;
   }
 
   template <class T>

@@ -330,6 +330,62 @@ def test_layer_subset_computes_only_the_selected_blocks():
         fisherkit.fisher(model, X, shape="layer", max_bytes=need)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("estimator", ["exact", "score", "hessian"])
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+def test_prior_contents_of_the_result_buffer_never_leak(act, estimator, dtype):
+    """The symmetric shapes are written by the last chunk without a zero fill: a result buffer
+    full of NaN (fisher's `out=`, or a strided one through the core) gives the values of a
+    fresh result, with one chunk or many (a chunk of 1, and 7 not dividing N), for every
+    layer subset. ReLU units that are off for a whole chunk have no row to sum."""
+    model = fisherkit.MLP.init([4, 5, 3, 2], act, "categorical", seed=3, dtype=dtype)
+    X = np.random.default_rng(4).standard_normal((17, 4)).astype(dtype)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for shape, layers in (("full", None), ("layer", None), ("layer", [0, 2]), ("layer", [1]), ("unit", None),
+                          ("diag", None)):
+        kw = dict(estimator=estimator, shape=shape, samples=2, seed=5, layers=layers)
+        fresh = fisherkit.fisher(model, X, **kw)
+        parts = [fresh.matrix] if shape == "full" else [fresh.values] if shape == "diag" else fresh.blocks
+        expect = np.concatenate([np.ravel(b) for b in parts])
+        for chunk in (0, 1, 7):
+            buf = np.full(expect.size, np.nan, dtype)
+            F = fisherkit.fisher(model, X, chunk=chunk, out=buf, **kw)
+            parts = [F.matrix] if shape == "full" else [F.values] if shape == "diag" else F.blocks
+            assert all(np.shares_memory(p, buf) for p in parts)
+            np.testing.assert_allclose(buf, expect, rtol=tol, atol=tol * np.abs(expect).max())
+            strided = np.full(3 * expect.size, np.nan, dtype)
+            fisherkit._core.fisher(*model._core_args(), model.head, model.sigma, X, None, estimator, shape, 2, 5,
+                                   chunk, 0, strided[::3], None, layers or [])
+            np.testing.assert_allclose(strided[::3], expect, rtol=tol, atol=tol * np.abs(expect).max())
+            assert np.isnan(np.delete(strided, np.s_[::3])).all()  # the entries between are not touched
+
+
+def test_out_buffer_is_checked():
+    model = fisherkit.MLP.init([4, 5, 3], "tanh", "categorical", seed=3)
+    X = np.random.default_rng(4).standard_normal((9, 4))
+    size = model.layout.size("unit")
+    with pytest.raises(ValueError, match=rf"argument 'out' must be a C-contiguous float64 array of shape \({size},\)"):
+        fisherkit.fisher(model, X, shape="unit", out=np.empty(size + 1))
+    with pytest.raises(ValueError, match="float64"):
+        fisherkit.fisher(model, X, shape="unit", out=np.empty(size, np.float32))
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        fisherkit.fisher(model, X, shape="unit", out=np.empty(2 * size)[::2])
+    ro = np.empty(size)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        fisherkit.fisher(model, X, shape="unit", out=ro)
+    with pytest.raises(TypeError, match="argument 'out' must be a numpy array"):
+        fisherkit.fisher(model, X, shape="unit", out=[0.0] * size)
+    with pytest.raises(ValueError, match="'out' is not available for shape 'kfac'"):
+        fisherkit.fisher(model, X, shape="kfac", out=np.empty(size))
+    # with out=, the budget counts only the workspace
+    workspace = fisherkit._core.fisher_workspace(*model._core_args(), X, "exact", "full", 1, 0, [])
+    buf = np.empty(model.layout.size("full"))
+    fisherkit.fisher(model, X, shape="full", out=buf, max_bytes=workspace)
+    with pytest.raises(MemoryError):
+        fisherkit.fisher(model, X, shape="full", max_bytes=workspace)
+
+
 def test_merge_refuses_results_that_do_not_belong_together():
     model = fisherkit.MLP.init([3, 4, 2], "tanh", "categorical", seed=1)
     X = np.random.default_rng(2).standard_normal((20, 3))

@@ -4,8 +4,10 @@
 // Gram of the unit blocks, vectorised activation rows (libmvec), and symmetric blocks
 // emitted in cache-sized tiles. The CUDA executor (cuda/exec.cuh) has the same members.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <new>
 #include <string>
@@ -51,6 +53,9 @@ class HostExec {
   /// last-level cache's neighbourhood while BLAS still sees tall enough matrices.
   static constexpr std::int64_t chunk_budget = std::int64_t(32) << 20;
   static constexpr std::int64_t chunk_cap = 4096;
+  /// Bytes of result blocks emitted right after their sums, while still in cache (unit
+  /// blocks are computed and emitted in groups of about this size).
+  static constexpr std::int64_t emit_group_bytes = std::int64_t(4) << 20;
 
   /// Growable workspace; resize never shrinks and does not keep values.
   template <class T>
@@ -180,11 +185,12 @@ class HostExec {
   }
 
   /// Unit blocks: acc + u k^2 (k x k, upper triangle, element type A) += sum_s w[s, u] B_s B_s^T
-  /// for every unit u < no (w: n x no with row stride ldw; B: n x k). Rows are split by the
-  /// sign of w and each part is a SYRK of sqrt|w_s| B_s, so signed weights cost one SYRK.
+  /// for every unit u < no (w: n x no with row stride ldw; B: n x k); with `overwrite`, =
+  /// instead of += (acc is not read). Rows are split by the sign of w and each part is a SYRK
+  /// of sqrt|w_s| B_s, so signed weights cost one SYRK.
   template <class T, class A>
   void unit_gram(A* acc, const T* w, std::int64_t ldw, std::int64_t no, const T* B, std::int64_t n,
-                 std::int64_t k) {
+                 std::int64_t k, bool overwrite = false) {
     auto& pos = scratch<T>(0), &neg = scratch<T>(1), &tmp = scratch<T>(2);
     pos.resize(static_cast<size_t>(n * k));
     neg.resize(static_cast<size_t>(n * k));
@@ -198,8 +204,11 @@ class HostExec {
         T* dst = ws > T(0) ? pos.data() + (np++) * k : neg.data() + (nn++) * k;
         for (std::int64_t j = 0; j < k; ++j) dst[j] = sw * B[s * k + j];
       }
-      if (np > 0) syrk_into(blk, k, np, T(1), pos.data(), tmp);
-      if (nn > 0) syrk_into(blk, k, nn, T(-1), neg.data(), tmp);
+      bool set = !overwrite;  // blk holds a sum to add to
+      if (np > 0) syrk_into(blk, k, np, T(1), pos.data(), tmp, set), set = true;
+      if (nn > 0) syrk_into(blk, k, nn, T(-1), neg.data(), tmp, set), set = true;
+      if (!set)
+        for (std::int64_t i = 0; i < k; ++i) std::fill(blk + i * k + i, blk + (i + 1) * k, A(0));
       detail::poll();  // a chunk of wide units takes seconds: Ctrl-C is checked per unit
     }
   }
@@ -208,10 +217,13 @@ class HostExec {
   /// blocks of m x m: symmetric blocks mirrored from their upper triangles, converted to T,
   /// in 64 x 64 tiles (a plain column-order mirror of a block larger than the cache was as
   /// slow as the SYRKs that filled it). acc may be out's own storage (A = T, unit stride).
+  /// Returns whether every emitted value is finite (checked on the way: no second pass).
   template <class T, class A>
-  void emit_symmetric(const A* acc, double scale, VectorView<T> out, std::int64_t off, std::int64_t m,
+  bool emit_symmetric(const A* acc, double scale, VectorView<T> out, std::int64_t off, std::int64_t m,
                       std::int64_t count) {
     constexpr std::int64_t TB = 64;
+    const T big = std::numeric_limits<T>::max();
+    bool bad = false;
     for (std::int64_t b = 0; b < count; ++b) {
       const std::int64_t o = off + b * m * m;
       for (std::int64_t ib = 0; ib < m; ib += TB)
@@ -220,11 +232,13 @@ class HostExec {
           for (std::int64_t i = ib; i < ie; ++i)
             for (std::int64_t j = (jb > i ? jb : i); j < je; ++j) {
               const T v = T(acc[o + i * m + j] * scale);
+              bad |= !(std::abs(v) <= big);  // NaN or Inf
               out[o + i * m + j] = v;
               out[o + j * m + i] = v;
             }
         }
     }
+    return !bad;
   }
 
   /// Copy n values of executor memory to the host.
@@ -235,16 +249,16 @@ class HostExec {
 
  private:
   /// The upper triangle of blk (k x k, element type Acc) += alpha * the Gram of `rows` rows of
-  /// M (in T): in place when Acc is T.
+  /// M (in T), or = without `add`: in place when Acc is T.
   template <class T, class Acc>
-  void syrk_into(Acc* blk, std::int64_t k, std::int64_t rows, T alpha, const T* M, std::vector<T>& tmp) {
+  void syrk_into(Acc* blk, std::int64_t k, std::int64_t rows, T alpha, const T* M, std::vector<T>& tmp, bool add) {
     if constexpr (std::is_same_v<T, Acc>) {
-      blas::syrk_rows(k, rows, alpha, M, k, T(1), blk, k);
+      blas::syrk_rows(k, rows, alpha, M, k, add ? T(1) : T(0), blk, k);
     } else {
       tmp.resize(static_cast<size_t>(k * k));
       blas::syrk_rows(k, rows, alpha, M, k, T(0), tmp.data(), k);
       for (std::int64_t i = 0; i < k; ++i)
-        for (std::int64_t j = i; j < k; ++j) blk[i * k + j] += Acc(tmp[i * k + j]);
+        for (std::int64_t j = i; j < k; ++j) blk[i * k + j] = (add ? blk[i * k + j] : Acc(0)) + Acc(tmp[i * k + j]);
     }
   }
 

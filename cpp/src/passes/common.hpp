@@ -220,9 +220,43 @@ void check_emitted(X& x, const T* p, i64 rows, i64 cols, i64 ld, i64 col_stride,
 /// overflowed, or else the rows whose sum did. Always an error after a failure (the rerun's
 /// other side effects do not matter).
 template <class X, class T, class A, class Body>
+void find_overflow(X& x, i64 N, i64 chunk, A*& acc, i64 size, const char* what, Body&& body);
+
+template <class X, class T, class A, class Body>
 void for_chunks_summed(X& x, i64 N, i64 chunk, A*& acc, i64 size, const char* what, Body&& body) {
   for_chunks<X>(N, chunk, body);
   if (first_nonfinite(x, static_cast<const A*>(acc), size) < 0) return;
+  find_overflow<X, T>(x, N, chunk, acc, size, what, body);
+}
+
+/// What a chunk of for_chunks_emitted is run for. `first`: the accumulator holds nothing yet
+/// (it was not zeroed: the body overwrites what it sums into, BLAS beta = 0); `emit`: the
+/// final chunk, after whose sums the body emits the result.
+struct ChunkRole {
+  bool first, emit;
+};
+
+/// for_chunks_summed for a result the body emits itself, each part as soon as its sums are
+/// complete (while they are still in cache): body(s0, n, role) returns, when role.emit,
+/// whether every value it emitted is finite (the return of other chunks is ignored). The
+/// accumulator is neither zero-filled nor scanned: two passes fewer over a result that can
+/// be far larger than a chunk. After a failure the accumulator is zeroed and the search of
+/// for_chunks_summed runs the body with neither role.
+template <class X, class T, class A, class Body>
+void for_chunks_emitted(X& x, i64 N, i64 chunk, A*& acc, i64 size, const char* what, Body&& body) {
+  bool finite = true;
+  for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
+    const bool emit = s0 + n == N;
+    const bool ok = body(s0, n, ChunkRole{s0 == 0, emit});
+    if (emit) finite = ok;
+  });
+  if (finite) return;
+  find_overflow<X, T>(x, N, chunk, acc, size, what, [&](i64 s0, i64 n) { body(s0, n, ChunkRole{false, false}); });
+}
+
+/// The search after a non-finite sum (see for_chunks_summed). Always throws.
+template <class X, class T, class A, class Body>
+void find_overflow(X& x, i64 N, i64 chunk, A*& acc, i64 size, const char* what, Body&& body) {
   zero(x, acc, size);
   Buf<X, A> single(x);
   for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {

@@ -341,17 +341,16 @@ i64 fisher_per_sample(const Mlp<T>& mlp, const FisherOptions& opt) {
 }
 
 /// The accumulator of a result, in the result's dtype: `out` itself when it has unit stride
-/// (the emission is then in place), else `own`. Zeroed. Chunks add their BLAS sums into it,
-/// so a float32 result sums its chunks in float32 (no full-size float64 shadow; the
-/// accuracy against float64 is measured in tests/python/test_fisher.py).
+/// (the emission is then in place), else `own`. Zeroed unless `zero_fill` is false (a body
+/// of for_chunks_emitted overwrites it). Chunks add their BLAS sums into it, so a float32
+/// result sums its chunks in float32 (no full-size float64 shadow; the accuracy against
+/// float64 is measured in tests/python/test_fisher.py).
 template <class X, class T>
-T* result_accumulator(X& x, VectorView<T> out, i64 size, Buf<X, T>& own) {
-  if (out.stride == 1) {
-    T* p = out.data;
-    x.for_each(size, [=] FISHERKIT_LAMBDA(i64 i) { p[i] = T(0); });
-    return p;
-  }
-  return zeroed(x, own, size);
+T* result_accumulator(X& x, VectorView<T> out, i64 size, Buf<X, T>& own, bool zero_fill = true) {
+  if (out.stride != 1) return zero_fill ? zeroed(x, own, size) : (own.resize(size), own.data());
+  T* p = out.data;
+  if (zero_fill) x.for_each(size, [=] FISHERKIT_LAMBDA(i64 i) { p[i] = T(0); });
+  return p;
 }
 
 /// out = scale * acc in the layout of `shape`, each symmetric block mirrored from its upper
@@ -442,13 +441,19 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
   const i64 chunk = chunk_size<X>(opt.chunk, N, fisher_per_sample(mlp, opt) * static_cast<i64>(sizeof(T)),
                                   shape == Shape::unit ? 4 : 1);
   check_values(x, mlp, Xm, empirical ? &head : nullptr, y);
+  // The symmetric shapes are emitted by the last chunk, block by block as their sums
+  // complete (for_chunks_emitted): no zero fill, and no scan or emission pass of their own.
+  const bool emitted = shape != Shape::diag;
   Buf<X, T> own(x), pair(x);
-  T* acc = result_accumulator(x, out, size, own);
+  T* acc = result_accumulator(x, out, size, own, !emitted);
+  const double scale = 1.0 / double(N);
   Forward<X, T> f(x, L);
   Hessian<X, T> H(x, hess ? L : 0);
   CrossLayer<X, T> cross(x);
   Buf<X, T> D(x), buf(x), scr(x), taubar(x), q(x), B(x), rows(x), tmp(x);
-  for_chunks_summed<X, T>(x, N, chunk, acc, size, "the Fisher sum", [&](i64 s0, i64 n) {
+  auto body = [&](i64 s0, i64 n, ChunkRole role) {
+    const T beta = role.first ? T(0) : T(1);
+    bool finite = true;
     const MatrixView<const T> yc = empirical ? y.rows_slice(s0, n) : y;
     forward(x, mlp, Xm.rows_slice(s0, n), f, true, hess, s0);
     D.resize(n * M * C);
@@ -467,12 +472,19 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
         q.resize(n * no);
         unit_weights(x, q.data(), Dl, hess && l < L ? static_cast<const T*>(H.td[l].data()) : nullptr, n, M, no);
         augmented(x, A, lda, n, ni, bias, shape == Shape::diag ? 2 : 1, B);
-        if (shape == Shape::diag)
+        if (shape == Shape::diag) {
           accumulate_diag(x, acc + lay.offset(shape, l), static_cast<const T*>(q.data()), no, no,
                           static_cast<const T*>(B.data()), n, ni, k, tmp);
-        else
-          x.unit_gram(acc + lay.offset(shape, l), static_cast<const T*>(q.data()), no, no,
-                      static_cast<const T*>(B.data()), n, k);
+        } else {
+          // emitting: groups of units small enough to be in cache when their blocks are mirrored
+          const i64 group = role.emit ? std::max<i64>(1, X::emit_group_bytes / (k * k * i64(sizeof(T)))) : no;
+          for (i64 u0 = 0; u0 < no; u0 += group) {
+            const i64 nb = std::min(group, no - u0), off = lay.offset(shape, l) + u0 * k * k;
+            x.unit_gram(acc + off, static_cast<const T*>(q.data()) + u0, no, nb, static_cast<const T*>(B.data()), n,
+                        k, role.first);
+            if (role.emit) finite = x.emit_symmetric(static_cast<const T*>(acc), scale, out, off, k, nb) && finite;
+          }
+        }
         detail::poll();
         return;
       }
@@ -485,21 +497,20 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
       outer_rows(x, base, M * ldr, M, ldr, Dl, n * M, no, A, lda, ni, bias);
       if (shape == Shape::layer) {
         T* blk = acc + boff[static_cast<size_t>(l)];
-        accumulate<X, T>(x, blk, Dw, Dw, Dw, tmp, [&](auto* dst, i64 ld, T beta) {
-          x.syrk(Dw, n * M, T(1), static_cast<const T*>(rows.data()), Dw, beta, dst, ld);
-        }, true);
+        x.syrk(Dw, n * M, T(1), static_cast<const T*>(rows.data()), Dw, beta, blk, Dw);
         if (hess && l < L) {
           augmented(x, A, lda, n, ni, bias, 1, B);
           add_within_layer(x, static_cast<const T*>(H.Tf[l].data()), static_cast<const T*>(B.data()), n, no, ni, k,
                            blk, Dw, -1.0, pair);
         }
+        if (role.emit)
+          finite = x.emit_symmetric(static_cast<const T*>(acc), scale, out, boff[static_cast<size_t>(l)], Dw, 1) &&
+                   finite;
       }
       detail::poll();
     });
     if (shape == Shape::full) {
-      accumulate<X, T>(x, acc, P, P, P, tmp, [&](auto* dst, i64 ld, T beta) {
-        x.syrk(P, n * M, T(1), static_cast<const T*>(rows.data()), P, beta, dst, ld);
-      }, true);
+      x.syrk(P, n * M, T(1), static_cast<const T*>(rows.data()), P, beta, acc, P);
       if (hess) {
         for (i64 l = 1; l < L; ++l) {
           augmented(x, f.act(l - 1), f.act_ld(mlp, l - 1), n, w[l - 1], mlp.has_bias(l), 1, B);
@@ -509,16 +520,17 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
         }
         add_cross_layer(x, mlp, f, H, cross, acc, -1.0, 0, n);
       }
+      if (role.emit) finite = x.emit_symmetric(static_cast<const T*>(acc), scale, out, 0, P, 1);
     }
-  });
-  if (shape == Shape::layer) {
-    for (i64 l = 1; l <= L; ++l)
-      if (boff[static_cast<size_t>(l)] >= 0)
-        x.emit_symmetric(acc, 1.0 / double(N), out, boff[static_cast<size_t>(l)], lay.layer_params(l), 1);
+    return finite;
+  };
+  if (emitted) {
+    for_chunks_emitted<X, T>(x, N, chunk, acc, size, "the Fisher sum", body);
   } else {
-    emit_result(x, mlp, shape, acc, 1.0 / double(N), out);
+    for_chunks_summed<X, T>(x, N, chunk, acc, size, "the Fisher sum",
+                            [&](i64 s0, i64 n) { body(s0, n, ChunkRole{false, false}); });
+    emit_result(x, mlp, shape, acc, scale, out);  // finite: the accumulator (in T) is, scaled by 1 / N
   }
-  // no check of the emission: the accumulator (in T) is finite and scaled by 1 / N
 }
 
 // ------------------------------------------------------------------ output Hessians
