@@ -2,6 +2,8 @@
 (finite-difference Hessians, analytic per-sample Jacobians, exact enumeration)."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -384,6 +386,24 @@ def test_out_buffer_is_checked():
     fisherkit.fisher(model, X, shape="full", out=buf, max_bytes=workspace)
     with pytest.raises(MemoryError):
         fisherkit.fisher(model, X, shape="full", max_bytes=workspace)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts minor page faults (getrusage on Linux)")
+def test_workspace_is_kept_between_calls():
+    """A second call with the same workspaces takes them from the per-thread cache: without
+    it every call page-faults its MBs back from the kernel (5300 to 5800 faults a call here,
+    0 with the cache)."""
+    import resource
+
+    model = fisherkit.MLP.init([784, 128, 10], "tanh", "categorical", seed=1)
+    X = np.random.default_rng(0).standard_normal((1024, 784))
+    out = np.empty(model.layout.size("diag"))
+    faults = []
+    for _ in range(3):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        fisherkit.fisher(model, X, shape="diag", chunk=1024, out=out)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    assert min(faults[1:]) < 500, faults  # the chunk's buffers of 1024 rows: over 4000 pages
 
 
 def test_merge_refuses_results_that_do_not_belong_together():

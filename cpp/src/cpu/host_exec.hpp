@@ -21,12 +21,14 @@
 #include "fisherkit/error.hpp"
 #include "fisherkit/monitor.hpp"
 #include "stream.hpp"
+#include "workspace_cache.hpp"
 #include "fisherkit/view.hpp"
 
 namespace fisherkit::cpu {
 
 /// An allocator whose resize leaves new values uninitialised (workspaces are written before
 /// they are read): a value-initialising resize would zero every workspace on every call.
+/// Large blocks come from, and go back to, the per-thread WorkspaceCache.
 template <class T>
 struct UninitAllocator : std::allocator<T> {
   template <class U>
@@ -44,9 +46,21 @@ struct UninitAllocator : std::allocator<T> {
   void construct(U* p, A&&... a) {
     ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
   }
+  T* allocate(std::size_t n) {
+    if (n > SIZE_MAX / sizeof(T)) throw std::bad_alloc();
+    if (n * sizeof(T) < WorkspaceCache::kMinBytes) return std::allocator<T>::allocate(n);
+    return static_cast<T*>(WorkspaceCache::take(n * sizeof(T)));
+  }
+  void deallocate(T* p, std::size_t n) noexcept {
+    if (n * sizeof(T) < WorkspaceCache::kMinBytes) return std::allocator<T>::deallocate(p, n);
+    WorkspaceCache::give(p);
+  }
 };
 
 class HostExec {
+  template <class T>
+  using Scratch = std::vector<T, UninitAllocator<T>>;
+
  public:
   static constexpr Device device = Device::host;
   /// Per-chunk workspace budget (bytes) and the largest chunk (inputs): chunks stay in the
@@ -251,7 +265,7 @@ class HostExec {
   /// The upper triangle of blk (k x k, element type Acc) += alpha * the Gram of `rows` rows of
   /// M (in T), or = without `add`: in place when Acc is T.
   template <class T, class Acc>
-  void syrk_into(Acc* blk, std::int64_t k, std::int64_t rows, T alpha, const T* M, std::vector<T>& tmp, bool add) {
+  void syrk_into(Acc* blk, std::int64_t k, std::int64_t rows, T alpha, const T* M, Scratch<T>& tmp, bool add) {
     if constexpr (std::is_same_v<T, Acc>) {
       blas::syrk_rows(k, rows, alpha, M, k, add ? T(1) : T(0), blk, k);
     } else {
@@ -263,12 +277,12 @@ class HostExec {
   }
 
   template <class T>
-  std::vector<T>& scratch(int i) {
+  Scratch<T>& scratch(int i) {
     if constexpr (std::is_same_v<T, double>) return scratch_d_[i];
     else return scratch_f_[i];
   }
-  std::vector<double> scratch_d_[3];
-  std::vector<float> scratch_f_[3];
+  Scratch<double> scratch_d_[3];
+  Scratch<float> scratch_f_[3];
 };
 
 }  // namespace fisherkit::cpu
