@@ -163,20 +163,25 @@ FISHERKIT_HD void head_covariance(HeadKind k, T sigma, const T* h, std::int64_t 
 /// The exact Fisher J^T I J is the sum over k of (J^T B_k)(J^T B_k)^T.
 template <class T>
 FISHERKIT_HD void head_sqrt_covariance(HeadKind k, T sigma, const T* h, std::int64_t C, T* B) {
+  if (k == HeadKind::categorical) {  // every entry set: p_a on the diagonal first (C exps, not C^2)
+    const T lse = logsumexp(h, C);
+    for (std::int64_t a = 0; a < C; ++a) B[a * C + a] = fk_exp(h[a] - lse);
+    for (std::int64_t a = 0; a < C; ++a)
+      for (std::int64_t kk = 0; kk < C; ++kk)
+        if (kk != a) B[a * C + kk] = -(fk_sqrt(B[kk * C + kk]) * B[a * C + a]);
+    for (std::int64_t a = 0; a < C; ++a) {
+      const T pa = B[a * C + a];
+      B[a * C + a] = fk_sqrt(pa) * (T(1) - pa);
+    }
+    return;
+  }
   for (std::int64_t i = 0; i < C * C; ++i) B[i] = T(0);
   switch (k) {
     case HeadKind::gaussian:
       for (std::int64_t c = 0; c < C; ++c) B[c * C + c] = T(1) / sigma;
       return;
-    case HeadKind::categorical: {
-      const T lse = logsumexp(h, C);
-      for (std::int64_t kk = 0; kk < C; ++kk) {
-        const T pk = fk_exp(h[kk] - lse), sk = fk_sqrt(pk);
-        for (std::int64_t a = 0; a < C; ++a)
-          B[a * C + kk] = sk * ((a == kk ? T(1) : T(0)) - fk_exp(h[a] - lse));
-      }
+    case HeadKind::categorical:
       return;
-    }
     case HeadKind::bernoulli:
       for (std::int64_t c = 0; c < C; ++c) B[c * C + c] = fk_sqrt(sigmoid(h[c]) * sigmoid(-h[c]));
       return;
