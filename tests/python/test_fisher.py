@@ -113,6 +113,51 @@ def test_shapes_agree_with_each_other(estimator):
         np.testing.assert_allclose(F.to_dense(), restrict(full, model.sizes, shape), rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("estimator", ["exact", "score", "hessian"])
+def test_unit_blocks_of_many_narrow_units_agree_with_the_full_matrix(estimator, dtype):
+    """Layers of at least 8 units with blocks at most 128 wide take the packed GEMM (w^T Q over
+    row blocks of Q, at most 512 rows); the others one SYRK per unit. Both against the full
+    matrix's blocks (one SYRK of the pseudo-gradient rows), with signed weights (hessian),
+    ReLU zeros, a bias-free layer, N = 1100 (row blocks 512, 512, 76) and chunks of 7, and the
+    widths on either side of the switch (128 packed, 129 not)."""
+    tol = 1e-10 if dtype == np.float64 else 2e-4
+    for sizes, act, bias in (([5, 9, 8, 3], "relu", [True, False, True]), ([127, 8, 3], "tanh", True),
+                             ([128, 8, 3], "tanh", True)):
+        model = fisherkit.MLP.init(sizes, act, "categorical", seed=1, bias=bias, bias_std=0.2, dtype=dtype)
+        X = np.random.default_rng(2).standard_normal((1100 if sizes[0] < 100 else 90, sizes[0])).astype(dtype)
+        kw = dict(estimator=estimator, samples=2, seed=5)
+        full = fisherkit.fisher(model, X, shape="full", **kw).to_dense().astype(np.float64)
+        scale = np.abs(full).max()
+        for chunk in (0, 7):
+            U = fisherkit.fisher(model, X, shape="unit", chunk=chunk, **kw)
+            for (ws, bs), blocks in zip(model.layout.param_slices(), U.blocks):
+                n_in = (ws.stop - ws.start) // len(blocks)
+                for u, block in enumerate(blocks):  # unit u: weight row u, then its bias
+                    ix = list(range(ws.start + u * n_in, ws.start + (u + 1) * n_in)) + ([bs.start + u] if bs else [])
+                    np.testing.assert_allclose(block, full[np.ix_(ix, ix)], rtol=tol, atol=tol * scale)
+    # 130 units of width 128: in float64 two groups of units (each G within 8 MiB); the
+    # empirical Fisher against the per-sample gradients
+    model = fisherkit.MLP.init([127, 130, 3], "tanh", "categorical", seed=1, dtype=dtype)
+    X = np.random.default_rng(3).standard_normal((64, 127)).astype(dtype)
+    y = np.random.default_rng(4).integers(0, 3, 64)
+    G = model.per_sample_grads(X, y).astype(np.float64)
+    for chunk in (0, 16):  # chunks before the last sum all units at once (the last emits in groups)
+        U = fisherkit.fisher(model, X, y, estimator="empirical", shape="unit", chunk=chunk)
+        (ws, bs), blocks = model.layout.param_slices()[0], U.blocks[0]
+        for u in (0, 1, 126, 127, 129):
+            ix = list(range(ws.start + u * 127, ws.start + (u + 1) * 127)) + [bs.start + u]
+            want = G[:, ix].T @ G[:, ix] / 64
+            np.testing.assert_allclose(blocks[u], want, rtol=tol, atol=tol * np.abs(want).max())
+    # the variance sums take the same unit Grams: their diagonal against the diagonal shape's GEMMs
+    model = fisherkit.MLP.init([5, 9, 8, 3], "tanh", "categorical", seed=1, dtype=dtype)
+    X = np.random.default_rng(2).standard_normal((700, 5)).astype(dtype)
+    if estimator != "exact":
+        vu = fisherkit.variance(model, X, estimator=estimator, shape="unit").diagonal()
+        vd = fisherkit.variance(model, X, estimator=estimator, shape="diag").values
+        np.testing.assert_allclose(vu, vd, rtol=tol, atol=tol * np.abs(vd).max())
+
+
 def test_merge_chunk_and_thread_independence():
     model = fisherkit.MLP.init([3, 6, 3], "sigmoid", "categorical", seed=3)
     X = np.random.default_rng(4).standard_normal((40, 3))
