@@ -6,6 +6,24 @@ from typing import Any, Callable
 
 import numpy as np
 
+# a fresh host result at least this large has its pages touched when it is allocated
+_PREFAULT_BYTES = 16 << 20
+_PAGE = 4096
+
+
+def fresh_result(xp: Any, shape: Any, dtype: Any) -> Any:
+    """``xp.empty(shape, dtype)`` for a result a long compiled call fills. A large NumPy result
+    has one byte per 4 KiB written at once: on a virtual machine that hands freed memory back
+    to its host, a page first written seconds into the call faults several times slower than
+    one touched while still in the guest (unit blocks of 784-256-256-10, 1.4 GB in float64:
+    8.1 -> 4.8 s, the touch itself 0.14 s). The call overwrites every value."""
+    out = xp.empty(shape, dtype=dtype)
+    if xp is np and out.nbytes >= _PREFAULT_BYTES:
+        raw = out.reshape(-1).view(np.uint8)
+        for start in range(0, raw.size, _PREFAULT_BYTES):  # slices: Ctrl-C is seen between them
+            raw[start:start + _PREFAULT_BYTES:_PAGE] = 0
+    return out
+
 
 def _is_cupy(a: Any) -> bool:
     return type(a).__module__.split(".")[0] == "cupy"

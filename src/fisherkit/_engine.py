@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._backend import fresh_result
 from ._loader import _core
 from ._validate import check_fits
 from .kronecker import ekfac_from_flat, kfac_from_flat
@@ -47,7 +48,7 @@ def estimate(model: MLP, Xc: Any, yc: Any, estimator: str, shape: str, samples: 
     if out is None:
         check_fits(size * model.dtype.itemsize + workspace,
                    f"the {shape!r} Fisher of {model.n_params} parameters (result and workspace)", suggestion, max_bytes)
-        out = model.xp.empty(size, dtype=model.dtype)
+        out = fresh_result(model.xp, size, model.dtype)
     else:
         out = model._out_buffer(out, (size,))
         check_fits(workspace, f"the workspace of the {shape!r} Fisher of {model.n_params} parameters",

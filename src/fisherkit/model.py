@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _torch
 from . import heads as _heads
-from ._backend import dask_call, get_array_module, is_dask, to_numpy
+from ._backend import dask_call, fresh_result, get_array_module, is_dask, to_numpy
 from ._layout import Layout, layout_of
 from ._loader import _core
 from ._progress import reporter
@@ -509,7 +509,7 @@ class MLP:
 
     def _out_buffer(self, out: Any, shape: tuple[int, ...]) -> Any:
         if out is None:
-            return self._xp.empty(shape, dtype=self._dtype)
+            return fresh_result(self._xp, shape, self._dtype)
         as_out(self._xp, out, shape, self._dtype)
         get_array_module(("out", out), ("model parameters", self._weights[0]))
         return out
