@@ -82,6 +82,16 @@ def timed(fn, repeat: int) -> C.Timing:
     return C.best_of(fn, repeat=repeat, warmup=1)
 
 
+def checked_timing(name: str, run, first_g, want: np.ndarray, repeat: int) -> tuple[float, float]:
+    """(median, min) seconds of a peer's `run`, after checking that its first layer's G factor
+    (`first_g` of run()'s result) matches fisherkit's `want`."""
+    G = first_g(run())
+    if not np.allclose(G, want, rtol=1e-3, atol=1e-3 * np.abs(G).max()):
+        raise RuntimeError(f"{name}'s G factor differs from fisherkit's")
+    t = timed(run, repeat)
+    return t.median, t.min
+
+
 def fmt(t: C.Timing) -> str:
     return f"{C.fmt_time(t.median)} (min {C.fmt_time(t.min)})"
 
@@ -120,12 +130,8 @@ def peers(sizes: list[int], model: fisherkit.MLP, X: np.ndarray, y: np.ndarray, 
             op.compute_kronecker_factors()
             return op
 
-        op = cl()
-        G0 = op._gradient_covariances["0"].numpy()
-        if not np.allclose(G0, K.factors[0][1], rtol=1e-3, atol=1e-3 * np.abs(G0).max()):
-            raise RuntimeError("curvlinops' G factor differs from fisherkit's")
-        t = timed(cl, repeat)
-        out["curvlinops"] = (t.median, t.min)
+        out["curvlinops"] = checked_timing("curvlinops", cl, lambda op: op._gradient_covariances["0"].numpy(),
+                                           K.factors[0][1], repeat)
     except ImportError:
         out["curvlinops"] = "not installed"
     try:
@@ -140,12 +146,8 @@ def peers(sizes: list[int], model: fisherkit.MLP, X: np.ndarray, y: np.ndarray, 
             with backpack(KFLR()):
                 loss.backward()
 
-        bp()
-        Gb = net[0].weight.kflr[0].numpy()
-        if not np.allclose(Gb, K.factors[0][1], rtol=1e-3, atol=1e-3 * np.abs(Gb).max()):
-            raise RuntimeError("BackPACK's G factor differs from fisherkit's")
-        t = timed(bp, repeat)
-        out["backpack"] = (t.median, t.min)
+        out["backpack"] = checked_timing("BackPACK", bp, lambda _: net[0].weight.kflr[0].numpy(), K.factors[0][1],
+                                         repeat)
     except ImportError:
         out["backpack"] = "not installed"
     return out

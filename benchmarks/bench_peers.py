@@ -355,6 +355,7 @@ class Entry:
     extract: Callable[[Any], list[np.ndarray]]
     constant: float = 1.0
     extra: bool = False  # shown in the detailed table only (not a cell of the summary or a bar)
+    into_buffer: bool = False  # the main entry's call into a reused result buffer (out=), cited in its cell
 
 
 def _np(t: Any) -> np.ndarray:
@@ -382,7 +383,8 @@ def fisherkit_entries(p: Problem) -> list[Entry]:
         if shape != "diag":  # a large result: also into a buffer reused across calls (no page faults)
             buf = np.ones(m.layout.size(shape), m.dtype)
             entries.append(Entry("fisherkit", f"fisher(shape={shape!r}, out=)",
-                                 lambda: fisherkit.fisher(m, X, shape=shape, out=buf), parts, extra=True))
+                                 lambda: fisherkit.fisher(m, X, shape=shape, out=buf), parts, extra=True,
+                                 into_buffer=True))
         return entries
     if key == "mc":
         return [Entry("fisherkit", "fisher(estimator='score', samples=1)",
@@ -618,6 +620,7 @@ class Result:
     ok: bool = True
     note: str = ""
     extra: bool = False
+    into_buffer: bool = False
 
 
 @dataclass
@@ -636,7 +639,7 @@ class RowResult:
 
 
 def measure_entry(p: Problem, entry: Entry, ref: Reference, repeat: int, slow: float, smoke: bool) -> Result:
-    res = Result(p.row, entry.library, entry.name, extra=entry.extra)
+    res = Result(p.row, entry.library, entry.name, extra=entry.extra, into_buffer=entry.into_buffer)
     try:
         t0 = time.perf_counter()
         raw = entry.run()
@@ -743,7 +746,7 @@ def cell(res: Result | None, rr: RowResult) -> str:
     rel = "" if res.library == "fisherkit" or fk is None else f", {res.time.min / fk.time.min:.1f}x fisherkit"
     flag = "" if res.ok else " **check failed**"
     text = f"{C.fmt_time(res.time.min)} ({res.time.min / rr.roofline.min:.2f}x roofline{rel}){flag}"
-    into = next((r for r in rr.results if r.library == res.library and r.extra and r.name.endswith("out=)")), None)
+    into = next((r for r in rr.results if r.library == res.library and r.into_buffer), None)
     if into is not None and into.time is not None:  # the same call into a reused result buffer
         text += f"; out= {C.fmt_time(into.time.min)} ({into.time.min / rr.roofline.min:.2f}x)"
     return text

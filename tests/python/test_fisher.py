@@ -388,17 +388,23 @@ def test_prior_contents_of_the_result_buffer_never_leak(act, estimator, dtype):
     model = fisherkit.MLP.init([4, 5, 3, 2], act, "categorical", seed=3, dtype=dtype)
     X = np.random.default_rng(4).standard_normal((17, 4)).astype(dtype)
     tol = 1e-12 if dtype == np.float64 else 1e-5
+    parts_of = ref_parts(model, X) if estimator == "exact" else None
+
+    def arrays(F, shape):  # the arrays of a result, in the flat layout's order
+        return [F.matrix] if shape == "full" else [F.values] if shape == "diag" else list(F.blocks)
+
     for shape, layers in (("full", None), ("layer", None), ("layer", [0, 2]), ("layer", [1]), ("unit", None),
                           ("diag", None)):
         kw = dict(estimator=estimator, shape=shape, samples=2, seed=5, layers=layers)
         fresh = fisherkit.fisher(model, X, **kw)
-        parts = [fresh.matrix] if shape == "full" else [fresh.values] if shape == "diag" else fresh.blocks
-        expect = np.concatenate([np.ravel(b) for b in parts])
+        expect = np.concatenate([np.ravel(b) for b in arrays(fresh, shape)])
+        if estimator == "exact" and layers is None:  # the fresh result itself against the reference
+            ref = restrict(ref_exact(parts_of), model.sizes, shape)
+            np.testing.assert_allclose(fresh.to_dense(), ref, rtol=tol, atol=tol * np.abs(ref).max())
         for chunk in (0, 1, 7):
             buf = np.full(expect.size, np.nan, dtype)
             F = fisherkit.fisher(model, X, chunk=chunk, out=buf, **kw)
-            parts = [F.matrix] if shape == "full" else [F.values] if shape == "diag" else F.blocks
-            assert all(np.shares_memory(p, buf) for p in parts)
+            assert all(np.shares_memory(p, buf) for p in arrays(F, shape))
             np.testing.assert_allclose(buf, expect, rtol=tol, atol=tol * np.abs(expect).max())
             strided = np.full(3 * expect.size, np.nan, dtype)
             fisherkit._core.fisher(*model._core_args(), model.head, model.sigma, X, None, estimator, shape, 2, 5,

@@ -349,7 +349,11 @@ i64 fisher_per_sample(const Mlp<T>& mlp, const FisherOptions& opt) {
 /// float64 is measured in tests/python/test_fisher.py).
 template <class X, class T>
 T* result_accumulator(X& x, VectorView<T> out, i64 size, Buf<X, T>& own, bool zero_fill = true) {
-  if (out.stride != 1) return zero_fill ? zeroed(x, own, size) : (own.resize(size), own.data());
+  if (out.stride != 1) {
+    if (zero_fill) return zeroed(x, own, size);
+    own.resize(size);
+    return own.data();
+  }
   T* p = out.data;
   if (zero_fill) x.for_each(size, [=] FISHERKIT_LAMBDA(i64 i) { p[i] = T(0); });
   return p;
