@@ -286,6 +286,23 @@ def test_big_dense_request_refused_before_allocating():
         fisherkit.fisher(big, np.zeros((1, 784)), shape="full")
 
 
+def test_the_automatic_budget_is_read_for_requests_of_32_mib_and_more(monkeypatch):
+    # reading the available memory costs a sixth of a small call, so requests below 32 MiB
+    # skip it; from 32 MiB up the automatic budget refuses what does not fit
+    import fisherkit._validate as validate
+    reads = []
+    monkeypatch.setattr(validate, "available_memory", lambda: reads.append(1) or 0)
+    small = fisherkit.MLP.init([20, 30, 5], seed=0)  # full: 785^2 x 8 bytes = 4.7 MiB
+    fisherkit.fisher(small, np.zeros((3, 20)), shape="full")
+    assert reads == []
+    with pytest.raises(MemoryError, match="but the budget is 100 bytes"):  # an explicit budget always holds
+        fisherkit.fisher(small, np.zeros((3, 20)), shape="full", max_bytes=100)
+    wide = fisherkit.MLP.init([40, 50, 5], seed=0)  # full: 2305^2 x 8 bytes = 40.5 MiB, and workspace
+    with pytest.raises(MemoryError, match=r"needs 4\d\.\d\d MiB but the budget is 0 bytes"):
+        fisherkit.fisher(wide, np.zeros((3, 40)), shape="full")
+    assert reads == [1]
+
+
 @pytest.mark.parametrize("head", ["categorical", "gaussian", "bernoulli", "poisson"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_fisher_vector_product_equals_dense_fisher(head, dtype):

@@ -151,6 +151,40 @@ def test_exact_variance_validates_inputs_before_its_zeros(rng):
         fisherkit.variance(bad, X[:2], estimator="exact")
 
 
+# the searches test blocks of 256 values at once and then look inside the block that failed:
+# the first bad entry is named wherever it lies, with later ones in its block and beyond
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("row, col", [(0, 0), (255, 2), (256, 0), (257, 1), (599, 2)])
+def test_the_first_nan_is_named_wherever_it_lies(row, col, dtype, rng):
+    m = fisherkit.MLP.init([3, 600, 2], seed=0, dtype=dtype)
+    X = rng.standard_normal((600, 3)).astype(dtype)
+    for r, c in ((row, col), (row, 2), (row + 1, 0), (row + 300, 1)):
+        if r < 600 and (r, c) >= (row, col):
+            X[r, c] = np.nan if c % 2 else np.inf
+    with pytest.raises(ValueError, match=rf"argument 'X' contains NaN or Inf \(first at \[{row}, {col}\]\)"):
+        fisherkit.fisher(m, X, shape="diag")
+    bad = m.copy()  # a vector (one value per row of the scan): the bias of 600 units
+    for k in (row, row + 1, row + 300):
+        if k < 600:
+            bad._biases[0][k] = np.nan
+    with pytest.raises(ValueError, match=rf"layers\[0\].bias' contains NaN or Inf \(first at \[{row}, 0\]\)"):
+        fisherkit.fisher(bad, np.zeros((2, 3), dtype), shape="diag")
+
+
+@pytest.mark.parametrize("row", [4, 255, 256, 300, 599])
+def test_an_overflow_is_named_at_its_first_row_wherever_it_lies(row):
+    # as the Poisson test below, over 600 rows: rows `row` and later overflow exp(h)
+    m = fisherkit.MLP([(np.eye(4), None), (np.full((2, 4), 180.0), None)], "tanh", "poisson")
+    X = np.zeros((600, 4))
+    X[row:row + 2] = 10.0
+    X[min(row + 290, 599)] = 10.0
+    y = np.ones((600, 2))
+    for call in (lambda: m.log_likelihood(X, y), lambda: m.per_sample_grads(X, y),
+                 lambda: fisherkit.fisher(m, X, shape="diag"), lambda: fisherkit.fisher(m, X, shape="unit")):
+        with pytest.raises(ValueError, match=rf"(overflow|not finite).* row {row}\b"):
+            call()
+
+
 # ------------------------------------------------------------------ overflow
 @pytest.mark.parametrize("shape", ["diag", "unit", "layer", "full", "kfac", "ekfac"])
 def test_a_sum_that_overflows_with_every_row_finite_names_its_rows(shape):

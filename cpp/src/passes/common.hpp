@@ -34,14 +34,19 @@ using Buf = typename X::template Buf<T>;
 
 // ------------------------------------------------------------------ checks
 
-/// Every value of m is finite; names the argument and the first bad entry.
+/// The first row of m that holds a NaN or Inf, or -1: a search over rows, each row scanned
+/// by a branch-free loop (vectorised where the columns are contiguous; no index division per
+/// value).
 template <class X, class T>
-void check_finite(X& x, MatrixView<const T> m, const char* name) {
+i64 first_nonfinite_row(X& x, MatrixView<const T> m) {
   const i64 cols = m.cols;
-  if (m.rows == 0 || cols == 0) return;
-  // a search over rows, each row scanned by a branch-free loop (vectorised where the columns
-  // are contiguous); the column of the first bad row is found only when there is one
-  const i64 bad = x.first_if(m.rows, [=] FISHERKIT_LAMBDA(i64 r) {
+  if (m.rows <= 0 || cols <= 0) return -1;
+  if (cols == 1) {  // a vector: one value per row
+    const T* p = m.data;
+    const i64 rs = m.row_stride;
+    return x.first_if(m.rows, [=] FISHERKIT_LAMBDA(i64 r) { return !detail::fk_isfinite(p[r * rs]); });
+  }
+  return x.first_if(m.rows, [=] FISHERKIT_LAMBDA(i64 r) {
     const T* p = m.row(r);
     const i64 cs = m.col_stride;
     int nonfinite = 0;
@@ -52,9 +57,21 @@ void check_finite(X& x, MatrixView<const T> m, const char* name) {
     }
     return nonfinite != 0;
   });
+}
+
+/// The column of the first NaN or Inf in row r of m (searched only after a failure).
+template <class X, class T>
+i64 first_nonfinite_col(X& x, MatrixView<const T> m, i64 r) {
+  return x.first_if(m.cols, [=] FISHERKIT_LAMBDA(i64 j) { return !detail::fk_isfinite(m(r, j)); });
+}
+
+/// Every value of m is finite; names the argument and the first bad entry.
+template <class X, class T>
+void check_finite(X& x, MatrixView<const T> m, const char* name) {
+  const i64 bad = first_nonfinite_row(x, m);
   if (bad < 0) return;
-  const i64 col = x.first_if(cols, [=] FISHERKIT_LAMBDA(i64 j) { return !detail::fk_isfinite(m(bad, j)); });
-  FISHERKIT_CHECK(false, "argument '", name, "' contains NaN or Inf (first at [", bad, ", ", col, "])");
+  FISHERKIT_CHECK(false, "argument '", name, "' contains NaN or Inf (first at [", bad, ", ",
+                  first_nonfinite_col(x, m, bad), "])");
 }
 
 template <class X, class V>
@@ -188,11 +205,8 @@ constexpr const char* type_name() {
 template <class X, class T>
 void check_result_rows(X& x, const T* p, i64 n, i64 cols, i64 ld, i64 row0, const char* what,
                        const char* row_name = "input row") {
-  if (n <= 0 || cols <= 0) return;
-  const i64 bad = x.first_if(n * cols, [=] FISHERKIT_LAMBDA(i64 i) {
-    return !detail::fk_isfinite(p[(i / cols) * ld + i % cols]);
-  });
-  FISHERKIT_CHECK(bad < 0, what, " overflows ", type_name<T>(), " at ", row_name, " ", row0 + bad / cols,
+  const i64 bad = first_nonfinite_row(x, MatrixView<const T>{p, n, cols, ld, 1, X::device});
+  FISHERKIT_CHECK(bad < 0, what, " overflows ", type_name<T>(), " at ", row_name, " ", row0 + bad,
                   " (finite inputs and weights, but too large for this computation; rescale the inputs or the "
                   "weights", sizeof(T) == 4 ? ", or use a float64 model)" : ")");
 }
@@ -201,12 +215,12 @@ void check_result_rows(X& x, const T* p, i64 n, i64 cols, i64 ld, i64 row0, cons
 /// accumulator checks of each chunk catch the rows; this catches the scaled emission).
 template <class X, class T>
 void check_emitted(X& x, const T* p, i64 rows, i64 cols, i64 ld, i64 col_stride, const char* what) {
-  if (rows <= 0 || cols <= 0) return;
-  const i64 bad = x.first_if(rows * cols, [=] FISHERKIT_LAMBDA(i64 i) {
-    return !detail::fk_isfinite(p[(i / cols) * ld + (i % cols) * col_stride]);
-  });
-  FISHERKIT_CHECK(bad < 0, what, " exceeds the range of ", type_name<T>(), " (entry ", bad,
-                  " of the result); rescale the inputs or the weights, or use a float64 model");
+  const MatrixView<const T> m{p, rows, cols, ld, col_stride, X::device};
+  const i64 bad = first_nonfinite_row(x, m);
+  if (bad < 0) return;
+  FISHERKIT_CHECK(false, what, " exceeds the range of ", type_name<T>(), " (entry ",
+                  bad * cols + first_nonfinite_col(x, m, bad), " of the result); rescale the inputs or the weights, "
+                  "or use a float64 model");
 }
 
 /// for_chunks whose body adds the rows of each chunk into the accumulator `acc` of `size`
