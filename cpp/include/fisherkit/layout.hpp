@@ -19,6 +19,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "fisherkit/detail/hd.hpp"
+
 namespace fisherkit {
 
 enum class Shape : int { full = 0, layer = 1, unit = 2, diag = 3, kfac = 4 };
@@ -52,7 +54,8 @@ class Layout {
   /// Where layer l's values start in the flat result of `shape` (full: 0 for every layer).
   std::int64_t offset(Shape shape, std::int64_t l) const;
   /// Index, within layer l's parameters, of weight (u, j) (j < n_in) or of bias u (j == n_in).
-  static std::int64_t local_index(std::int64_t u, std::int64_t j, std::int64_t n_out,
+  /// Host and device: the passes' element loops call it on either executor.
+  static FISHERKIT_HD std::int64_t local_index(std::int64_t u, std::int64_t j, std::int64_t n_out,
                                   std::int64_t n_in) {
     return j < n_in ? u * n_in + j : n_out * n_in + u;
   }
