@@ -71,7 +71,8 @@ def fisher(
         O(chunk x (C x max width + P)) workspace; the N x C x P Jacobian is never formed.
     max_bytes : int, optional
         Memory budget for the result and its workspace (default: half the available
-        memory). A request beyond it raises MemoryError before allocating.
+        memory, consulted from 32 MiB up). A request beyond it raises MemoryError before
+        allocating.
     index_offset : int
         Global index of X's first row, so that chunks of one stream drawn with one seed
         and merged with ``.merge`` equal the estimate over the whole stream.
