@@ -56,8 +56,11 @@ n_0..n_L, N inputs, C = n_L classes:
 GEMMs run through NumPy's matmul, SYRKs through SciPy's BLAS; the square-GEMM rates and the
 bandwidths of ``_common`` (measure_gemm_rate, measure_bandwidth) are printed beside them.
 A roofline is the same-shape work at the rate this machine reaches with those calls when
-they run; it is timed minutes apart from the implementations, so on a shared machine a ratio
-a little below 1 is noise, not a faster algorithm.
+they run. fisherkit's own calls are timed interleaved with it (roofline, fisherkit,
+roofline, ...): this VM's speed drifts by 10-20% over seconds, which landed in the ratio
+when the two were timed apart. The roofline's time is the fastest of all its runs. Peers
+are timed after it, so their ratios carry that drift (and a ratio a little below 1 is
+noise, not a faster algorithm).
 
 Agreement (before any timing, on the first call's result): a peer's result divided by its
 scaling constant (docs/peers.rst, "Scaling conventions": 1 for everything here except
@@ -638,7 +641,21 @@ class RowResult:
         return next((r for r in self.results if r.library == library and not r.extra), None)
 
 
-def measure_entry(p: Problem, entry: Entry, ref: Reference, repeat: int, slow: float, smoke: bool) -> Result:
+def interleaved(fn: Callable[[], Any], rf: Callable[[], Any], repeat: int, rf_times: list[float]) -> C.Timing:
+    """best_of(fn, repeat, warmup=0), with a run of the roofline `rf` before each run of fn
+    (its times appended to rf_times): both see the same moments of the machine."""
+    times = []
+    for _ in range(repeat):
+        rf_times.extend(C.best_of(rf, 1, warmup=0).times)
+        times.extend(C.best_of(fn, 1, warmup=0).times)
+    return C.Timing(min(times), float(np.median(times)), times)
+
+
+def measure_entry(p: Problem, entry: Entry, ref: Reference, repeat: int, slow: float, smoke: bool,
+                  rf: Callable[[], Any] | None = None, rf_times: list[float] | None = None) -> Result:
+    """Check `entry` against `ref` on its first call, then time it: `repeat` runs (one when
+    the first took longer than `slow` seconds), interleaved with the roofline `rf` when
+    given (its times go to rf_times)."""
     res = Result(p.row, entry.library, entry.name, extra=entry.extra, into_buffer=entry.into_buffer)
     try:
         t0 = time.perf_counter()
@@ -651,7 +668,7 @@ def measure_entry(p: Problem, entry: Entry, ref: Reference, repeat: int, slow: f
         _, res.ok, res.check = agreement(p, ref, arrays, smoke)
         del arrays
         n = repeat if first < slow else 1  # the first call was the warm-up
-        res.time = C.best_of(entry.run, n, warmup=0)
+        res.time = C.best_of(entry.run, n, warmup=0) if rf is None else interleaved(entry.run, rf, n, rf_times)
         res.runs = n
     except Exception as exc:  # noqa: BLE001 - report the failure in the table and go on
         res.ok = False
@@ -663,10 +680,9 @@ def measure_row(row: Row, libraries: Sequence[str], status: dict[str, tuple[bool
                 slow: float, smoke: bool, log: Callable[[str], None]) -> RowResult:
     p = make_problem(row)
     rf = roofline(row)
-    rt = C.best_of(rf, repeat, warmup=1)
-    out = RowResult(row, rt, rf.describe())
-    del rf
-    log(f"{row.label} {row.dtype}: roofline {rt}  [{out.roofline_what}]")
+    rf_times = C.best_of(rf, repeat, warmup=1).times
+    out = RowResult(row, C.Timing(min(rf_times), float(np.median(rf_times)), rf_times), rf.describe())
+    log(f"{row.label} {row.dtype}: roofline {out.roofline}  [{out.roofline_what}]")
     ref = reference(p)
     old_dtype = torch.get_default_dtype() if torch is not None else None
     try:
@@ -684,7 +700,8 @@ def measure_row(row: Row, libraries: Sequence[str], status: dict[str, tuple[bool
                 log(f"  {PEERS[lib][0]}: {res.note}")
                 continue
             for e in entries:
-                res = measure_entry(p, e, ref, repeat, slow, smoke)
+                mine = lib == "fisherkit"
+                res = measure_entry(p, e, ref, repeat, slow, smoke, rf if mine else None, rf_times if mine else None)
                 out.results.append(res)
                 log(f"  {display(lib)} {e.name}: {res.time or '-'}  check {res.check or '-'}"
                     f"{'' if res.ok else '  FAILED'} {res.note}")
@@ -692,6 +709,9 @@ def measure_row(row: Row, libraries: Sequence[str], status: dict[str, tuple[bool
     finally:
         if old_dtype is not None:
             torch.set_default_dtype(old_dtype)
+    out.roofline = C.Timing(min(rf_times), float(np.median(rf_times)), rf_times)
+    if len(rf_times) > repeat:
+        log(f"  roofline over all {len(rf_times)} runs: {out.roofline}")
     return out
 
 
