@@ -157,6 +157,13 @@ def as_out(xp: Any, out: Any, shape: tuple[int, ...], dtype: np.dtype, name: str
     return out
 
 
+def check_labels(estimator: str, y: Any) -> None:
+    """The empirical estimator sums the gradients at the caller's labels: without y it is a
+    ValueError (the one message every entry point gives)."""
+    if estimator == "empirical" and y is None:
+        raise ValueError("the empirical estimator needs labels: pass y (or use estimator='exact')")
+
+
 def warn_unused(value: Any, name: str, why: str) -> None:
     """A warning when the caller passed `name` to a computation that does not use it."""
     if value is not None:

@@ -10,7 +10,7 @@ from ._backend import dask_call, is_dask
 from ._engine import ESTIMATORS, KRONECKER_SHAPES, SHAPES, check_kronecker_estimator, estimate
 from ._loader import _core
 from ._progress import reporter
-from ._validate import as_budget, as_chunk, as_index_offset, as_int, as_samples, warn_unused
+from ._validate import as_budget, as_chunk, as_index_offset, as_int, as_samples, check_labels, warn_unused
 from .matrices import FisherMatrix
 from .model import MLP, check_model
 from .variance.closed_form import kronecker_standard_error, standard_error
@@ -135,8 +135,7 @@ def check_request(model: MLP, estimator: str, shape: str, y: Any, samples: Any, 
         raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
     samples = as_samples(samples)
     index_offset = as_index_offset(index_offset)
-    if estimator == "empirical" and y is None:
-        raise ValueError("the empirical estimator needs labels: pass y (or use estimator='exact')")
+    check_labels(estimator, y)
     if with_stderr and estimator == "empirical":
         raise ValueError("with_stderr=True is not available for the empirical Fisher: its variance "
                          "needs the data distribution")

@@ -21,7 +21,7 @@ from ._backend import to_float64
 from ._engine import check_kronecker_estimator, kronecker
 from ._loader import _core
 from ._progress import reporter
-from ._validate import as_chunk, as_index_offset, as_samples
+from ._validate import as_chunk, as_index_offset, as_samples, check_labels
 from .kronecker import EKFAC, KFAC, _sq, ekfac_from_flat
 from .model import MLP, check_model
 
@@ -85,8 +85,7 @@ def kfac_error(model: MLP, X: Any, y: Any = None, *, estimator: str = "exact", s
     check_kronecker_estimator(estimator, "kfac")
     samples = as_samples(samples)
     index_offset = as_index_offset(index_offset)
-    if estimator == "empirical" and y is None:
-        raise ValueError("the empirical estimator needs labels: pass y (or use estimator='exact')")
+    check_labels(estimator, y)
     if estimator != "empirical":
         y = None
     Xc, yc = model._inputs(X, y)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._linop import linear_operator, scipy_linalg
+from ._validate import check_labels
 from .model import MLP, check_model
 from .fisher import fisher_vector_product
 
@@ -70,8 +71,7 @@ def fisher_operator(model: MLP, X: Any, y: Any = None, *, estimator: str = "exac
         raise ValueError(f"argument 'estimator': {estimator!r} has no deterministic product; expected one of "
                          f"{', '.join(OPERATOR_ESTIMATORS)} (for 'score' or 'hessian' compute the matrix with "
                          "fisherkit.fisher(...) and wrap it with fisherkit.operators.linear_operator)")
-    if estimator == "empirical" and y is None:
-        raise ValueError("the empirical estimator needs labels: pass y (or use estimator='exact')")
+    check_labels(estimator, y)
     if getattr(X, "ndim", None) != 2:
         X = np.asarray(X)
     if X.ndim != 2 or X.shape[1] != model.input_dim:

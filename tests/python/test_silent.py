@@ -151,6 +151,21 @@ def test_exact_variance_validates_inputs_before_its_zeros(rng):
         fisherkit.variance(bad, X[:2], estimator="exact")
 
 
+@pytest.mark.parametrize("entry", ["fisher", "kfac", "kfac_error", "fisher_operator", "curvature"])
+def test_the_empirical_estimator_without_labels_is_refused_everywhere(entry, rng):
+    from fisherkit.natgrad.statistics import curvature
+    from fisherkit.operators import fisher_operator
+    m = fisherkit.MLP.init([3, 4, 2], seed=0)
+    X = rng.standard_normal((5, 3))
+    calls = {"fisher": lambda: fisherkit.fisher(m, X, estimator="empirical"),
+             "kfac": lambda: fisherkit.fisher(m, X, estimator="empirical", shape="kfac"),
+             "kfac_error": lambda: fisherkit.kfac_error(m, X, estimator="empirical"),
+             "fisher_operator": lambda: fisher_operator(m, X, estimator="empirical"),
+             "curvature": lambda: curvature(m, X, method="unit", estimator="empirical")}
+    with pytest.raises(ValueError, match=r"the empirical estimator needs labels: pass y"):
+        calls[entry]()
+
+
 # the searches test blocks of 256 values at once and then look inside the block that failed:
 # the first bad entry is named wherever it lies, with later ones in its block and beyond
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

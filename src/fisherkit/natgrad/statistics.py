@@ -13,7 +13,7 @@ from .. import heads as _heads
 from .._engine import check_kronecker_estimator, estimate, kronecker
 from .._loader import _core
 from .._progress import reporter
-from .._validate import as_samples, warn_unused
+from .._validate import as_samples, check_labels, warn_unused
 from ..model import MLP, check_model
 
 METHODS = ("unit", "unit-meanfield", "unit-correlated", "quasi-diagonal", "diag", "full", "kfac", "ekfac")
@@ -155,8 +155,7 @@ def _inputs(model: MLP, X: Any, y: Any, estimator: str, samples: Any) -> tuple[A
     model = check_model(model, host_only=True, what="natural gradients")
     check_estimator(estimator)
     samples = as_samples(samples)
-    if estimator == "empirical" and y is None:
-        raise ValueError("the empirical estimator needs labels: pass y (or use estimator='exact')")
+    check_labels(estimator, y)
     if estimator != "empirical":
         warn_unused(y, "y", f"estimator={estimator!r} does not use labels (only 'empirical' does)")
     Xc, yc = model._inputs(X, y if estimator == "empirical" else None)
