@@ -261,6 +261,116 @@ def machine_summary(dtype: Any, n: int = 1024) -> dict[str, Any]:
     return {"gemm": measure_gemm_rate(dtype, n), "bw": measure_bandwidth()}
 
 
+# ----------------------------------------------------------------------------- rooflines
+def layer_shapes(sizes: Sequence[int]) -> list[tuple[int, int]]:
+    """(n_in, n_out) of each layer of an MLP of widths `sizes`."""
+    return list(zip(sizes[:-1], sizes[1:]))
+
+
+class Roofline:
+    """BLAS calls and stores of given shapes on preallocated operands (GEMMs through NumPy's
+    matmul, SYRKs through SciPy's BLAS); calling the object runs them all once."""
+
+    def __init__(self, dtype: Any) -> None:
+        self.dtype = np.dtype(dtype)
+        self.rng = np.random.default_rng(7)
+        self.ops: list[Callable[[], Any]] = []
+        self.gemm_flops = 0.0
+        self.parts: list[str] = []  # the SYRKs and stores, described
+
+    def _rand(self, *shape: int) -> np.ndarray:
+        return self.rng.standard_normal(shape).astype(self.dtype)
+
+    def gemm(self, m: int, k: int, n: int) -> None:
+        A, B, out = self._rand(m, k), self._rand(k, n), np.empty((m, n), self.dtype)
+        self.ops.append(lambda: np.matmul(A, B, out=out))
+        self.gemm_flops += 2.0 * m * k * n
+
+    def forward(self, sizes: Sequence[int], n: int) -> None:
+        """The forward GEMMs of n inputs: (n x n_{l-1}) @ (n_{l-1} x n_l)."""
+        for n_in, n_out in layer_shapes(sizes):
+            self.gemm(n, n_in, n_out)
+
+    def backprop(self, sizes: Sequence[int], rows: int) -> None:
+        """The backward GEMMs of `rows` rows: (rows x n_l) @ (n_l x n_{l-1}), l = L..2."""
+        for n_in, n_out in layer_shapes(sizes)[1:]:
+            self.gemm(rows, n_out, n_in)
+
+    def syrk(self, n: int, k: int, count: int = 1) -> None:
+        """`count` SYRKs C = A^T A of k rows of length n, each into its own n x n output."""
+        import scipy.linalg.blas as scipy_blas
+
+        a = self._rand(k, n).T  # Fortran order (n x k): a a^T = A^T A without a copy
+        out = np.empty((count, n, n), self.dtype)
+        views = [out[i].T for i in range(count)]  # Fortran-ordered n x n outputs
+        fn = scipy_blas.ssyrk if self.dtype == np.float32 else scipy_blas.dsyrk
+        if not np.shares_memory(fn(1.0, a, c=views[0], overwrite_c=1), out):
+            raise RuntimeError("SciPy's syrk copied its output: the roofline would time a copy")
+
+        def run() -> None:
+            for v in views:
+                fn(1.0, a, c=v, overwrite_c=1)
+
+        self.ops.append(run)
+        gflop = count * k * n * (n + 1) / 1e9
+        times = f"{count} x " if count > 1 else ""
+        self.parts.append(f"{times}SYRK {n}x{n} K={k} ({gflop:.3g} GFLOP)")
+
+    def packed_gram(self, units: int, n: int, k: int) -> None:
+        """The weighted Grams of `units` units over n rows of width k as one GEMM of the units'
+        weights (units x n) against the packed upper triangles of the rows' outer products
+        (n x k(k+1)/2), in row blocks of about 2 MiB of the triangles, as fisherkit's packed
+        unit Gram runs it (its building of the triangles is not included)."""
+        kp = k * (k + 1) // 2
+        rows = max(64, min(512, (2 << 20) // (kp * self.dtype.itemsize)))
+        W, Q = self._rand(units, n), self._rand(n, kp)
+        G, T = np.zeros((units, kp), self.dtype), np.empty((units, kp), self.dtype)
+
+        def run() -> None:
+            for s0 in range(0, n, rows):
+                np.matmul(W[:, s0:s0 + rows], Q[s0:s0 + rows], out=T)
+                np.add(G, T, out=G)
+
+        self.ops.append(run)
+        self.gemm_flops += 2.0 * units * n * kp
+
+    def stores(self, nbytes: int, fresh: bool) -> None:
+        """Write `nbytes` (a nonzero byte: some machines store zeros faster) with glibc's memset,
+        whose large fills use streaming stores, into a buffer already touched or, with
+        `fresh`, into a new allocation (its page faults included)."""
+        n = max(1, nbytes // self.dtype.itemsize)
+        memset = _memset()
+        if fresh:
+            self.ops.append(lambda: memset(np.empty(n, self.dtype), 0x3F))
+        else:
+            dst = np.ones(n, self.dtype)
+            self.ops.append(lambda: memset(dst, 0x3F))
+        self.parts.append(f"stores of {_bytes(n * self.dtype.itemsize)} (memset)" + (" into a fresh array" if fresh else ""))
+
+    def __call__(self) -> None:
+        for op in self.ops:
+            op()
+
+    def describe(self) -> str:
+        parts = ([f"GEMMs {self.gemm_flops / 1e9:.3g} GFLOP"] if self.gemm_flops else []) + self.parts
+        return " + ".join(parts)
+
+
+def _memset() -> Callable[[np.ndarray, int], None]:
+    """memset(array, byte) over the array's bytes: glibc's through ctypes, else NumPy's fill."""
+    try:
+        fn = ctypes.CDLL(None).memset
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+        fn.restype = ctypes.c_void_p
+    except (OSError, AttributeError):
+        return lambda a, byte: a.view(np.uint8).fill(byte)
+    return lambda a, byte: fn(a.ctypes.data, byte, a.nbytes)
+
+
+def _bytes(n: int) -> str:
+    return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
 # ----------------------------------------------------------------------------- output
 def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], file: Any = None) -> None:
     """A plain left-aligned text table (floats printed with 3 significant digits)."""

@@ -22,7 +22,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -54,46 +54,22 @@ def memory_child(n: int) -> None:
     print(json.dumps({"n": n, "extra": max(peak - min(base, rss), 0), "x_bytes": X.nbytes}))
 
 
-def unit_pass_gemms(sizes: list[int], n: int, dtype: Any, rng: np.random.Generator) -> Callable[[], None]:
-    """The GEMMs the exact unit pass of a categorical MLP cannot avoid, run by NumPy at the
-    same shapes (a floor under the pass, beside the flop bound): the forward (n x n_{l-1} by
-    n_{l-1} x n_l), the backward over the n C rows of the output's square-root covariance
-    (n C x n_l by n_l x n_{l-1}, l >= 2), and each layer's weighted unit Grams: for 8 units
-    or more one GEMM of the units' weights (n_l x n) against the packed upper triangles of
-    abar abar^T (n x k(k+1)/2), in row blocks of about 2 MiB as the pass runs it; else one
-    SYRK per unit (B^T B, which NumPy hands to SYRK). Building the triangles, the head and
-    the activations are left out: the pass's own work, not GEMMs."""
-    C = sizes[-1]
-    steps: list[Callable[[], Any]] = []
-    for ni, no in zip(sizes[:-1], sizes[1:]):
-        A, W, Z = rng.standard_normal((n, ni)).astype(dtype), rng.standard_normal((no, ni)).astype(dtype), \
-            np.empty((n, no), dtype)
-        steps.append(lambda A=A, W=W, Z=Z: np.matmul(A, W.T, out=Z))
-    for ni, no in list(zip(sizes[:-1], sizes[1:]))[1:]:
-        D, W, B = rng.standard_normal((n * C, no)).astype(dtype), rng.standard_normal((no, ni)).astype(dtype), \
-            np.empty((n * C, ni), dtype)
-        steps.append(lambda D=D, W=W, B=B: np.matmul(D, W, out=B))
-    for ni, no in zip(sizes[:-1], sizes[1:]):
-        k = ni + 1
-        if no >= 8:
-            kp = k * (k + 1) // 2
-            rows = max(64, min(512, (2 << 20) // (kp * np.dtype(dtype).itemsize)))
-            Wu, Q = rng.standard_normal((no, n)).astype(dtype), rng.standard_normal((n, kp)).astype(dtype)
-            G, T = np.zeros((no, kp), dtype), np.empty((no, kp), dtype)
-
-            def packed(Wu=Wu, Q=Q, G=G, T=T, rows=rows):
-                for s0 in range(0, n, rows):
-                    np.matmul(Wu[:, s0:s0 + rows], Q[s0:s0 + rows], out=T)
-                    G += T
-            steps.append(packed)
+def unit_pass_gemms(sizes: list[int], n: int, dtype: Any) -> C.Roofline:
+    """The GEMMs the exact unit pass of a categorical MLP cannot avoid, run by NumPy and SciPy
+    at the same shapes (a floor under the pass, beside the flop bound): the forward, the
+    backward over the n C rows of the output's square-root covariance, and each layer's
+    weighted unit Grams: for 8 units or more the packed GEMM fisherkit runs, else one SYRK
+    per unit. Building the triangles, the head and the activations are left out: the pass's
+    own work, not GEMMs."""
+    rf = C.Roofline(dtype)
+    rf.forward(sizes, n)
+    rf.backprop(sizes, n * sizes[-1])
+    for n_in, n_out in C.layer_shapes(sizes):
+        if n_out >= 8:
+            rf.packed_gram(n_out, n, n_in + 1)
         else:
-            Bs = [rng.standard_normal((n, k)).astype(dtype) for _ in range(no)]
-            steps.append(lambda Bs=Bs: [B.T @ B for B in Bs])
-
-    def run() -> None:
-        for step in steps:
-            step()
-    return run
+            rf.syrk(n_in + 1, n, count=n_out)
+    return rf
 
 
 def bench(threads: int, quick: bool) -> list[list[str]]:
@@ -143,7 +119,7 @@ def bench(threads: int, quick: bool) -> list[list[str]]:
             ub = small_flops / (rate * 1e9)
             rows.append([threads, np.dtype(dtype).name, "exact unit 20-48-48-5 N=4096, out=", C.fmt_time(u),
                          f"GEMM rate {C.fmt_time(ub)}", f"{u / ub:.2f}x", "<= 1.3x"])
-            floor = C.best_of(unit_pass_gemms(small, 4096, dtype, rng), repeat).min
+            floor = C.best_of(unit_pass_gemms(small, 4096, dtype), repeat).min
             rows.append([threads, np.dtype(dtype).name, "  the same, against the GEMMs the pass runs", C.fmt_time(u),
                          f"NumPy GEMMs {C.fmt_time(floor)} ({floor / ub:.2f}x the bound)", f"{u / floor:.2f}x", "-"])
         rows.append([threads, "-", "BLAS rate (fisherkit's OpenBLAS)", "-",

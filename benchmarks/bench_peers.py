@@ -91,7 +91,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
-import ctypes  # noqa: E402
 import datetime  # noqa: E402
 import importlib  # noqa: E402
 import platform  # noqa: E402
@@ -104,7 +103,6 @@ from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 from typing import Any, Callable, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
-import scipy.linalg.blas as scipy_blas  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -228,113 +226,25 @@ def make_problem(row: Row, seed: int = 0) -> Problem:
 
 
 # ----------------------------------------------------------------------------- roofline
-class Roofline:
-    """BLAS calls and stores of given shapes on preallocated operands; calling the object
-    runs them all once."""
-
-    def __init__(self, dtype: Any) -> None:
-        self.dtype = np.dtype(dtype)
-        self.rng = np.random.default_rng(7)
-        self.ops: list[Callable[[], Any]] = []
-        self.gemm_flops = 0.0
-        self.parts: list[str] = []  # the SYRKs and stores, described
-
-    def _rand(self, *shape: int) -> np.ndarray:
-        return self.rng.standard_normal(shape).astype(self.dtype)
-
-    def gemm(self, m: int, k: int, n: int) -> None:
-        A, B, out = self._rand(m, k), self._rand(k, n), np.empty((m, n), self.dtype)
-        self.ops.append(lambda: np.matmul(A, B, out=out))
-        self.gemm_flops += 2.0 * m * k * n
-
-    def syrk(self, n: int, k: int, count: int = 1) -> None:
-        """`count` SYRKs C = A^T A of k rows of length n, each into its own n x n output."""
-        a = self._rand(k, n).T  # Fortran order (n x k): a a^T = A^T A without a copy
-        out = np.empty((count, n, n), self.dtype)
-        views = [out[i].T for i in range(count)]  # Fortran-ordered n x n outputs
-        fn = scipy_blas.ssyrk if self.dtype == np.float32 else scipy_blas.dsyrk
-        if not np.shares_memory(fn(1.0, a, c=views[0], overwrite_c=1), out):
-            raise RuntimeError("SciPy's syrk copied its output: the roofline would time a copy")
-
-        def run() -> None:
-            for v in views:
-                fn(1.0, a, c=v, overwrite_c=1)
-
-        self.ops.append(run)
-        gflop = count * k * n * (n + 1) / 1e9
-        times = f"{count} x " if count > 1 else ""
-        self.parts.append(f"{times}SYRK {n}x{n} K={k} ({gflop:.3g} GFLOP)")
-
-    def stores(self, nbytes: int, fresh: bool) -> None:
-        """Write `nbytes` (a nonzero byte: some machines store zeros faster) with glibc's memset,
-        whose large fills use streaming stores, into a buffer already touched or, with
-        `fresh`, into a new allocation (its page faults included)."""
-        n = max(1, nbytes // self.dtype.itemsize)
-        memset = _memset()
-        if fresh:
-            self.ops.append(lambda: memset(np.empty(n, self.dtype), 0x3F))
-        else:
-            dst = np.ones(n, self.dtype)
-            self.ops.append(lambda: memset(dst, 0x3F))
-        self.parts.append(f"stores of {_bytes(n * self.dtype.itemsize)} (memset)" + (" into a fresh array" if fresh else ""))
-
-    def __call__(self) -> None:
-        for op in self.ops:
-            op()
-
-    def describe(self) -> str:
-        parts = ([f"GEMMs {self.gemm_flops / 1e9:.3g} GFLOP"] if self.gemm_flops else []) + self.parts
-        return " + ".join(parts)
-
-
-def _memset() -> Callable[[np.ndarray, int], None]:
-    """memset(array, byte) over the array's bytes: glibc's through ctypes, else NumPy's fill."""
-    try:
-        fn = ctypes.CDLL(None).memset
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
-        fn.restype = ctypes.c_void_p
-    except (OSError, AttributeError):
-        return lambda a, byte: a.view(np.uint8).fill(byte)
-    return lambda a, byte: fn(a.ctypes.data, byte, a.nbytes)
-
-
-def _bytes(n: int) -> str:
-    return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
-
-
-def _layers(sizes: Sequence[int]) -> list[tuple[int, int]]:
-    return list(zip(sizes[:-1], sizes[1:]))
-
-
-def forward(rf: Roofline, sizes: Sequence[int], n: int) -> None:
-    for n_in, n_out in _layers(sizes):
-        rf.gemm(n, n_in, n_out)
-
-
-def backprop(rf: Roofline, sizes: Sequence[int], rows: int) -> None:
-    for n_in, n_out in _layers(sizes)[1:]:
-        rf.gemm(rows, n_out, n_in)
-
-
-def roofline(row: Row) -> Roofline:
+def roofline(row: Row) -> C.Roofline:
     s, n, C_ = row.sizes, row.n, row.sizes[-1]
-    P = sum(o * (i + 1) for i, o in _layers(s))
-    rf = Roofline(row.dtype)
+    P = sum(o * (i + 1) for i, o in C.layer_shapes(s))
+    rf = C.Roofline(row.dtype)
     if row.key in ("psg", "psg-out"):
         rf.stores(n * P * rf.dtype.itemsize, fresh=row.key == "psg")
         return rf
-    forward(rf, s, n)
+    rf.forward(s, n)
     if row.key == "fvp":
-        for l, (n_in, n_out) in enumerate(_layers(s)):
+        for l, (n_in, n_out) in enumerate(C.layer_shapes(s)):
             rf.gemm(n, n_in, FVP_K * n_out)
             if l > 0:
                 rf.gemm(n * FVP_K, n_in, n_out)
-        backprop(rf, s, n * FVP_K)
-        for n_in, n_out in _layers(s):
+        rf.backprop(s, n * FVP_K)
+        for n_in, n_out in C.layer_shapes(s):
             rf.gemm(FVP_K * n_out, n, n_in + 1)
         return rf
-    backprop(rf, s, n if row.key == "mc" else n * C_)
-    for n_in, n_out in _layers(s):
+    rf.backprop(s, n if row.key == "mc" else n * C_)
+    for n_in, n_out in C.layer_shapes(s):
         if row.key in ("diag", "mc"):
             rf.gemm(n_out, n, n_in + 1)
         elif row.key == "layer":
