@@ -518,7 +518,7 @@ def test_heads_match_reference(prob, layout):
             I = np.diag(mu) - np.outer(mu, mu)
         elif head == "bernoulli":
             mu = 1 / (1 + np.exp(-h))
-            I = np.diag(mu * (1 - mu))
+            I = np.diag(mu / (1 + np.exp(h)))  # 1 - mu as sigmoid(-h): no cancellation for h >> 0
         else:
             mu = np.exp(h)
             I = np.diag(mu)
