@@ -9,7 +9,8 @@ import pytest
 
 import fisherkit
 import fisherkit.heads as heads
-from reference import fd_hessians, head_support, model_layers, ref_exact, ref_parts, ref_sampled, restrict
+from reference import (analytic_jacobian, fd_hessians, forward_one, head_cov, head_support, model_layers, nll_grad,
+                       ref_exact, ref_parts, ref_sampled, restrict)
 
 SHAPES = ["full", "layer", "unit", "diag"]
 
@@ -120,7 +121,9 @@ def test_unit_blocks_of_many_narrow_units_agree_with_the_full_matrix(estimator, 
     row blocks of Q, at most 512 rows); the others one SYRK per unit. Both against the full
     matrix's blocks (one SYRK of the pseudo-gradient rows), with signed weights (hessian),
     ReLU zeros, a bias-free layer, N = 1100 (row blocks 512, 512, 76) and chunks of 7, and the
-    widths on either side of the switch (128 packed, 129 not)."""
+    widths on either side of the switch (128 packed, 129 not). The exact full matrix itself,
+    and the per-sample gradients of the 130-unit case, come from explicit backpropagation
+    (reference.py)."""
     tol = 1e-10 if dtype == np.float64 else 2e-4
     for sizes, act, bias in (([5, 9, 8, 3], "relu", [True, False, True]), ([127, 8, 3], "tanh", True),
                              ([128, 8, 3], "tanh", True)):
@@ -129,6 +132,12 @@ def test_unit_blocks_of_many_narrow_units_agree_with_the_full_matrix(estimator, 
         kw = dict(estimator=estimator, samples=2, seed=5)
         full = fisherkit.fisher(model, X, shape="full", **kw).to_dense().astype(np.float64)
         scale = np.abs(full).max()
+        if estimator == "exact" and bias is True:  # and the full matrix against explicit backpropagation
+            layers, acts = model_layers(model), model.activations
+            Js = [analytic_jacobian(layers, acts, x) for x in X.astype(np.float64)]
+            Is = [head_cov(model.head, forward_one(layers, acts, x)[0]) for x in X.astype(np.float64)]
+            ref = np.mean([J.T @ I @ J for J, I in zip(Js, Is)], axis=0)
+            np.testing.assert_allclose(full, ref, rtol=tol, atol=tol * scale)
         for chunk in (0, 7):
             U = fisherkit.fisher(model, X, shape="unit", chunk=chunk, **kw)
             for (ws, bs), blocks in zip(model.layout.param_slices(), U.blocks):
@@ -141,7 +150,8 @@ def test_unit_blocks_of_many_narrow_units_agree_with_the_full_matrix(estimator, 
     model = fisherkit.MLP.init([127, 130, 3], "tanh", "categorical", seed=1, dtype=dtype)
     X = np.random.default_rng(3).standard_normal((64, 127)).astype(dtype)
     y = np.random.default_rng(4).integers(0, 3, 64)
-    G = model.per_sample_grads(X, y).astype(np.float64)
+    layers = model_layers(model)  # the per-sample gradients by explicit backpropagation
+    G = np.array([nll_grad(layers, model.activations, model.head, x, t) for x, t in zip(X.astype(np.float64), y)])
     for chunk in (0, 16):  # chunks before the last sum all units at once (the last emits in groups)
         U = fisherkit.fisher(model, X, y, estimator="empirical", shape="unit", chunk=chunk)
         (ws, bs), blocks = model.layout.param_slices()[0], U.blocks[0]

@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <memory>
 #include <new>
 #include <string>
@@ -18,6 +17,7 @@
 #include "../blas.hpp"
 #include "../parallel.hpp"
 #include "../simd.hpp"
+#include "fisherkit/detail/math.hpp"
 #include "fisherkit/error.hpp"
 #include "fisherkit/monitor.hpp"
 #include "stream.hpp"
@@ -249,7 +249,6 @@ class HostExec {
   bool emit_symmetric(const A* acc, double scale, VectorView<T> out, std::int64_t off, std::int64_t m,
                       std::int64_t count) {
     constexpr std::int64_t TB = 64;
-    const T big = std::numeric_limits<T>::max();
     bool bad = false;
     for (std::int64_t b = 0; b < count; ++b) {
       const std::int64_t o = off + b * m * m;
@@ -259,7 +258,7 @@ class HostExec {
           for (std::int64_t i = ib; i < ie; ++i)
             for (std::int64_t j = (jb > i ? jb : i); j < je; ++j) {
               const T v = T(acc[o + i * m + j] * scale);
-              bad |= !(std::abs(v) <= big);  // NaN or Inf
+              bad |= !detail::fk_isfinite(v);
               out[o + i * m + j] = v;
               out[o + j * m + i] = v;
             }
