@@ -38,7 +38,10 @@ Roofline (same process, same moment): the BLAS calls and stores of the same shap
 row's arithmetic needs, timed back to back with preallocated operands. Shapes, with sizes
 n_0..n_L, N inputs, C = n_L classes:
   forward        (N x n_{l-1}) @ (n_{l-1} x n_l) for every layer
-  backprop(R)    (R x n_l) @ (n_l x n_{l-1}) for l = L..2; R = N C rows (exact), N (one draw)
+  backprop(R)    (R x n_l) @ (n_l x n_{l-1}) for l = L..2; R = N C rows (exact), N (one draw);
+                 for the exact diag and unit blocks of one hidden layer (784-128-10) instead
+                 (N x C) @ (C x n_1): that layer's unit weights phi'^2 diag(W^T I(h) W) from the
+                 head's covariance diag(p) - p p^T, without its N C backward rows
   diag           (n_l x N) @ (N x (n_{l-1}+1)): squared backprop rows against squared inputs
   layer blocks   SYRK of (N C) rows of length n_l (n_{l-1}+1), per layer
   unit blocks    n_l SYRKs of N rows of length n_{l-1}+1, per layer
@@ -243,7 +246,10 @@ def roofline(row: Row) -> C.Roofline:
         for n_in, n_out in C.layer_shapes(s):
             rf.gemm(FVP_K * n_out, n, n_in + 1)
         return rf
-    rf.backprop(s, n if row.key == "mc" else n * C_)
+    if row.key in ("diag", "unit") and len(s) == 3:
+        rf.gemm(n, C_, s[1])  # one hidden layer: its unit weights from the head's covariance
+    else:
+        rf.backprop(s, n if row.key == "mc" else n * C_)
     for n_in, n_out in C.layer_shapes(s):
         if row.key in ("diag", "mc"):
             rf.gemm(n_out, n, n_in + 1)

@@ -61,6 +61,43 @@ def test_sampled_estimators_match_reference_on_the_same_draws(case, shape, estim
     np.testing.assert_allclose(F.to_dense(), ref, rtol=tol, atol=tol * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("head", ["gaussian", "categorical", "bernoulli", "poisson"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_one_hidden_layer_unit_weights_from_the_head_covariance(head, dtype):
+    """With one hidden layer, the exact and Hessian "diag" and "unit" shapes take that layer's
+    unit weights from the head's covariance (diagonal, or diagonal minus rank 1 for the
+    categorical head) instead of its C backward rows per input. Against the references for
+    every head with C = 3, both dtypes, chunks of 4 and 1 inputs and one chunk of all; and,
+    without biases, against the blocks of the "full" shape, which takes the backward rows."""
+    X = np.random.default_rng(11).standard_normal((11, 5)) + 0.1
+    kw = dict(seed=3, bias_std=0.4, sigma=0.8, dtype=dtype, weight_std=1.3 if head != "poisson" else 0.6)
+    model = fisherkit.MLP.init([5, 7, 3], "tanh", head, **kw)
+    parts = ref_parts(model, X)
+    draws = heads.sample(model.head, model.forward(X.astype(dtype)).astype(float), samples=2, seed=5,
+                         sigma=model.sigma)
+    bare = fisherkit.MLP.init([5, 7, 3], "tanh", head, bias=False, **kw)
+    cases = [(model, "exact", ref_exact(parts)), (model, "hessian", ref_sampled(model, parts, draws, "hessian"))]
+    cases += [(bare, est, fisherkit.fisher(bare, X.astype(dtype), estimator=est, shape="full", samples=2,
+                                           seed=5).to_dense().astype(float)) for est in ("exact", "hessian")]
+    for m, estimator, dense in cases:
+        # float64: 1e-9, and the finite-difference Hessians' 1e-6; float32: 1e-4
+        tol = 1e-4 if dtype == np.float32 else (1e-6 if estimator == "hessian" and m is model else 1e-9)
+        for shape in ("diag", "unit"):
+            mask = np.eye(len(dense), dtype=bool)
+            if shape == "unit":  # unit u of a layer: weight row u, then its bias where there is one
+                for (ws, bs), n_out in zip(m.layout.param_slices(), m.sizes[1:]):
+                    n_in = (ws.stop - ws.start) // n_out
+                    for u in range(n_out):
+                        ix = list(range(ws.start + u * n_in, ws.start + (u + 1) * n_in)) + ([bs.start + u] if bs else [])
+                        mask[np.ix_(ix, ix)] = True
+            ref = np.where(mask, dense, 0.0)
+            for chunk in (0, 4, 1):
+                F = fisherkit.fisher(m, X.astype(dtype), estimator=estimator, shape=shape, samples=2, seed=5,
+                                     chunk=chunk)
+                np.testing.assert_allclose(F.to_dense(), ref, rtol=tol, atol=tol * np.abs(ref).max(),
+                                           err_msg=f"{estimator} {shape} chunk={chunk} biases={m is model}")
+
+
 def test_reference_estimators_are_unbiased_by_enumeration(case):
     """The oracle itself: support-weighted per-draw I1 and I2 equal J^T I J (1e-12). For the
     Poisson head the support is truncated where the tail mass is below 1e-15."""

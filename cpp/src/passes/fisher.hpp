@@ -316,6 +316,56 @@ void unit_weights(X& x, T* q, const T* Dl, const T* tdl, i64 n, i64 M, i64 no) {
       [=] FISHERKIT_LAMBDA(i64 s, i64 u, T acc) { q[s * no + u] = tdl ? acc - tdl[s * no + u] : acc; });
 }
 
+/// The parts of the head's covariance I_s = diag(d_s) - [centred] d_s d_s^T per input
+/// (head_covariance_parts) into d (n x C); returns whether they are centred. Parts that
+/// overflow (exp(h) of a Poisson head) are an error naming the input row (row0 + s).
+template <class X, class T>
+bool covariance_parts(X& x, const Head& head, const T* h, i64 n, i64 C, i64 row0, T* d) {
+  const HeadKind kind = head.kind;
+  const T sig = T(head.sigma);
+  x.for_each(n, [=] FISHERKIT_LAMBDA(i64 s) { detail::head_covariance_parts(kind, sig, h + s * C, C, d + s * C); });
+  check_rows_finite(x, static_cast<const T*>(d), n, 1, C, row0, "the head's covariance");
+  return detail::head_covariance_centred(kind);
+}
+
+/// The output layer's unit weights (unit_weights of the top rows B_s^T, B_s B_s^T = I_s)
+/// from the parts d: the diagonal of I_s.
+template <class X, class T>
+void covariance_diagonal(X& x, T* q, bool centred, const T* d, i64 n, i64 C) {
+  x.for_2d(n, C, [=] FISHERKIT_LAMBDA(i64 s, i64 c) {
+    q[s * C + c] = detail::head_covariance_diagonal(centred, d[s * C + c]);
+  });
+}
+
+/// unit_weights of the last hidden layer (l = L - 1) for the exact and Hessian estimators,
+/// from the parts d of the head's covariance (covariance_parts) instead of its n C backward
+/// rows: q_su = phi'(z_su)^2 sum_c d_sc (W_cu - m_su)^2 with m_s = d_s^T W (W: the output
+/// layer's C x no weights) when centred (then sum_c d_sc = 1), else 0; minus diag(T_l) (tdl,
+/// when not null). These are phi'^2 (W^T I_s W)_uu, the sum unit_weights takes over the rows
+/// (B_s^T W) o phi', for a GEMM of inner dimension C instead of one over n C rows.
+template <class X, class T>
+void covariance_unit_weights(X& x, T* q, bool centred, const T* d, MatrixView<const T> W, const T* d1,
+                             const T* tdl, i64 n, Buf<X, T>& m) {
+  const i64 C = W.rows, no = W.cols, ldw = W.row_stride;
+  m.resize(n * no);
+  if (centred)
+    x.gemm(false, false, n, no, C, T(1), d, C, W.data, ldw, T(0), m.data(), no);
+  else
+    zero(x, m.data(), n * no);  // one loop for both: a branch inside it kept it from vectorising
+  const T* mp = m.data();
+  const T* Wp = W.data;
+  x.for_2d_sum(
+      n, no, C,
+      [=] FISHERKIT_LAMBDA(i64 s, i64 c, i64 u) {
+        const T e = Wp[c * ldw + u] - mp[s * no + u];
+        return d[s * C + c] * e * e;
+      },
+      [=] FISHERKIT_LAMBDA(i64 s, i64 u, T acc) {
+        const T g = d1[s * no + u];
+        q[s * no + u] = tdl ? g * g * acc - tdl[s * no + u] : g * g * acc;
+      });
+}
+
 /// Per-sample workspace of the Fisher pass, in values of T.
 template <class T>
 i64 fisher_per_sample(const Mlp<T>& mlp, const FisherOptions& opt) {
@@ -459,20 +509,57 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
   Forward<X, T> f(x, L);
   Hessian<X, T> H(x, hess ? L : 0);
   CrossLayer<X, T> cross(x);
-  Buf<X, T> D(x), buf(x), scr(x), taubar(x), q(x), B(x), rows(x), tmp(x);
+  Buf<X, T> D(x), buf(x), scr(x), taubar(x), q(x), B(x), rows(x), tmp(x), hd(x), hm(x);
+  // exact and Hessian diag and unit with one hidden layer: its unit weights need no
+  // backward rows (covariance_unit_weights)
+  const bool direct = L == 2 && (shape == Shape::diag || shape == Shape::unit) &&
+                      (opt.estimator == Estimator::exact || hess);
   auto body = [&](i64 s0, i64 n, ChunkRole role) {
     const T beta = role.first ? T(0) : T(1);
     bool finite = true;
     const MatrixView<const T> yc = empirical ? y.rows_slice(s0, n) : y;
     forward(x, mlp, Xm.rows_slice(s0, n), f, true, hess, s0);
-    D.resize(n * M * C);
-    scr.resize(n * (C * C + 2 * C));
-    taubar.resize(n * C);
-    top_rows(x, head, opt, opt.index_offset + s0, yc, f.h(), n, C, M, 0, D.data(), scr.data(), taubar.data());
-    check_rows_finite(x, static_cast<const T*>(D.data()), n, M, C, s0, "the head's pseudo-output");
+    bool centred = false;
+    if (direct) {
+      hd.resize(n * C);
+      centred = covariance_parts(x, head, f.h(), n, C, s0, hd.data());
+    }
+    if (!direct || hess) {  // the top rows (and, for the Hessian estimator, taubar)
+      D.resize(n * M * C);
+      scr.resize(n * (C * C + 2 * C));
+      taubar.resize(n * C);
+      top_rows(x, head, opt, opt.index_offset + s0, yc, f.h(), n, C, M, 0, D.data(), scr.data(), taubar.data());
+      check_rows_finite(x, static_cast<const T*>(D.data()), n, M, C, s0, "the head's pseudo-output");
+    }
     if (hess) hessian_recursion(x, mlp, f, static_cast<const T*>(taubar.data()), H, blocks);
     if (shape == Shape::full) rows.resize(n * M * P);
-    backward(x, mlp, f, D, buf, M, [&](i64 l, const T* Dl) {
+    // diag and unit: layer l's sums from its unit weights q (n x n_l)
+    auto from_unit_weights = [&](i64 l) {
+      const i64 no = w[l], ni = w[l - 1], k = lay.unit_width(l);
+      augmented(x, f.act(l - 1), f.act_ld(mlp, l - 1), n, ni, mlp.has_bias(l), shape == Shape::diag ? 2 : 1, B);
+      if (shape == Shape::diag) {
+        accumulate_diag(x, acc + lay.offset(shape, l), static_cast<const T*>(q.data()), no, no,
+                        static_cast<const T*>(B.data()), n, ni, k, tmp);
+      } else {
+        // emitting: groups of units small enough to be in cache when their blocks are mirrored
+        const i64 group = role.emit ? std::max<i64>(1, X::emit_group_bytes / (k * k * i64(sizeof(T)))) : no;
+        for (i64 u0 = 0; u0 < no; u0 += group) {
+          const i64 nb = std::min(group, no - u0), off = lay.offset(shape, l) + u0 * k * k;
+          x.unit_gram(acc + off, static_cast<const T*>(q.data()) + u0, no, nb, static_cast<const T*>(B.data()), n, k,
+                      role.first);
+          if (role.emit) finite = x.emit_symmetric(static_cast<const T*>(acc), scale, out, off, k, nb) && finite;
+        }
+      }
+      detail::poll();
+    };
+    // diag and unit with one hidden layer (direct): both layers' unit weights from the
+    // head's covariance; the Hessian estimator's output layer takes its top rows
+    if (direct && !hess) {
+      q.resize(n * C);
+      covariance_diagonal(x, q.data(), centred, static_cast<const T*>(hd.data()), n, C);
+      from_unit_weights(L);
+    }
+    if (!direct || hess) backward(x, mlp, f, D, buf, M, [&](i64 l, const T* Dl) {
       const i64 no = w[l], ni = w[l - 1], k = lay.unit_width(l);
       const bool bias = mlp.has_bias(l);
       const T* A = f.act(l - 1);
@@ -480,21 +567,7 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
       if (shape == Shape::diag || shape == Shape::unit) {
         q.resize(n * no);
         unit_weights(x, q.data(), Dl, hess && l < L ? static_cast<const T*>(H.td[l].data()) : nullptr, n, M, no);
-        augmented(x, A, lda, n, ni, bias, shape == Shape::diag ? 2 : 1, B);
-        if (shape == Shape::diag) {
-          accumulate_diag(x, acc + lay.offset(shape, l), static_cast<const T*>(q.data()), no, no,
-                          static_cast<const T*>(B.data()), n, ni, k, tmp);
-        } else {
-          // emitting: groups of units small enough to be in cache when their blocks are mirrored
-          const i64 group = role.emit ? std::max<i64>(1, X::emit_group_bytes / (k * k * i64(sizeof(T)))) : no;
-          for (i64 u0 = 0; u0 < no; u0 += group) {
-            const i64 nb = std::min(group, no - u0), off = lay.offset(shape, l) + u0 * k * k;
-            x.unit_gram(acc + off, static_cast<const T*>(q.data()) + u0, no, nb, static_cast<const T*>(B.data()), n,
-                        k, role.first);
-            if (role.emit) finite = x.emit_symmetric(static_cast<const T*>(acc), scale, out, off, k, nb) && finite;
-          }
-        }
-        detail::poll();
+        from_unit_weights(l);
         return;
       }
       // layer / full: the Gram of the pseudo-gradient rows D_l (x) abar
@@ -517,7 +590,14 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
                    finite;
       }
       detail::poll();
-    });
+    }, direct ? L : 1);
+    if (direct) {
+      q.resize(n * w[1]);
+      covariance_unit_weights(x, q.data(), centred, static_cast<const T*>(hd.data()), mlp.layer(L).weight,
+                              static_cast<const T*>(f.d1[1].data()),
+                              hess ? static_cast<const T*>(H.td[1].data()) : nullptr, n, hm);
+      from_unit_weights(1);
+    }
     if (shape == Shape::full) {
       x.syrk(P, n * M, T(1), static_cast<const T*>(rows.data()), P, beta, acc, P);
       if (hess) {

@@ -132,62 +132,63 @@ FISHERKIT_HD void head_mean(HeadKind k, const T* h, std::int64_t C, T* m) {
   }
 }
 
+/// Whether the head's covariance has the rank-1 term of head_covariance_parts (categorical).
+FISHERKIT_HD bool head_covariance_centred(HeadKind k) { return k == HeadKind::categorical; }
+
+/// The two parts of I(h) = Cov(t) = diag(d) - [centred] d d^T: d (C values, at d[c * ds])
+/// and the return value, whether the rank-1 term is there. Categorical: d = p (centred);
+/// the others are diagonal: d = 1 / sigma^2 (Gaussian), p (1 - p) as sigmoid(h) sigmoid(-h)
+/// (Bernoulli: no cancellation near p = 1), lambda (Poisson). Every form of I below is
+/// built from these parts.
+template <class T>
+FISHERKIT_HD bool head_covariance_parts(HeadKind k, T sigma, const T* h, std::int64_t C, T* d, std::int64_t ds = 1) {
+  switch (k) {
+    case HeadKind::gaussian:
+      for (std::int64_t c = 0; c < C; ++c) d[c * ds] = T(1) / (sigma * sigma);
+      break;
+    case HeadKind::categorical: {
+      const T lse = logsumexp(h, C);
+      for (std::int64_t c = 0; c < C; ++c) d[c * ds] = fk_exp(h[c] - lse);
+      break;
+    }
+    case HeadKind::bernoulli:
+      for (std::int64_t c = 0; c < C; ++c) d[c * ds] = sigmoid(h[c]) * sigmoid(-h[c]);
+      break;
+    case HeadKind::poisson:
+      for (std::int64_t c = 0; c < C; ++c) d[c * ds] = fk_exp(h[c]);
+      break;
+  }
+  return head_covariance_centred(k);
+}
+
+/// I(h)_cc from its part d_c (head_covariance_parts): d_c - d_c^2 when centred, else d_c.
+template <class T>
+FISHERKIT_HD T head_covariance_diagonal(bool centred, T dc) {
+  return centred ? dc - dc * dc : dc;
+}
+
 /// I(h) = Cov(t) = Hessian of F, written as a C x C row-major matrix.
 template <class T>
 FISHERKIT_HD void head_covariance(HeadKind k, T sigma, const T* h, std::int64_t C, T* I) {
-  for (std::int64_t i = 0; i < C * C; ++i) I[i] = T(0);
-  switch (k) {
-    case HeadKind::gaussian:
-      for (std::int64_t c = 0; c < C; ++c) I[c * C + c] = T(1) / (sigma * sigma);
-      return;
-    case HeadKind::categorical: {
-      const T lse = logsumexp(h, C);
-      for (std::int64_t a = 0; a < C; ++a) {
-        const T pa = fk_exp(h[a] - lse);
-        for (std::int64_t b = 0; b < C; ++b) I[a * C + b] = -pa * fk_exp(h[b] - lse);
-        I[a * C + a] += pa;
-      }
-      return;
-    }
-    case HeadKind::bernoulli:  // p (1 - p) as sigmoid(h) sigmoid(-h): no cancellation near p = 1
-      for (std::int64_t c = 0; c < C; ++c) I[c * C + c] = sigmoid(h[c]) * sigmoid(-h[c]);
-      return;
-    case HeadKind::poisson:
-      for (std::int64_t c = 0; c < C; ++c) I[c * C + c] = fk_exp(h[c]);
-      return;
-  }
+  const bool centred = head_covariance_parts(k, sigma, h, C, I, C + 1);  // d on the diagonal
+  for (std::int64_t a = 0; a < C; ++a)
+    for (std::int64_t b = 0; b < C; ++b)
+      if (b != a) I[a * C + b] = centred ? -(I[a * C + a] * I[b * C + b]) : T(0);
+  for (std::int64_t a = 0; a < C; ++a) I[a * C + a] = head_covariance_diagonal(centred, I[a * C + a]);
 }
 
 /// A square-root factor B of I(h) = B B^T, C x C row-major (B[a * C + k] is row a,
-/// column k). Categorical: column k is sqrt(p_k) (e_k - p); the others are diagonal.
-/// The exact Fisher J^T I J is the sum over k of (J^T B_k)(J^T B_k)^T.
+/// column k). Categorical: column k is sqrt(p_k) (e_k - p); the others are diagonal,
+/// sqrt(d). The exact Fisher J^T I J is the sum over k of (J^T B_k)(J^T B_k)^T.
 template <class T>
 FISHERKIT_HD void head_sqrt_covariance(HeadKind k, T sigma, const T* h, std::int64_t C, T* B) {
-  if (k == HeadKind::categorical) {  // every entry set: p_a on the diagonal first (C exps, not C^2)
-    const T lse = logsumexp(h, C);
-    for (std::int64_t a = 0; a < C; ++a) B[a * C + a] = fk_exp(h[a] - lse);
-    for (std::int64_t a = 0; a < C; ++a)
-      for (std::int64_t kk = 0; kk < C; ++kk)
-        if (kk != a) B[a * C + kk] = -(fk_sqrt(B[kk * C + kk]) * B[a * C + a]);
-    for (std::int64_t a = 0; a < C; ++a) {
-      const T pa = B[a * C + a];
-      B[a * C + a] = fk_sqrt(pa) * (T(1) - pa);
-    }
-    return;
-  }
-  for (std::int64_t i = 0; i < C * C; ++i) B[i] = T(0);
-  switch (k) {
-    case HeadKind::gaussian:
-      for (std::int64_t c = 0; c < C; ++c) B[c * C + c] = T(1) / sigma;
-      return;
-    case HeadKind::categorical:
-      return;
-    case HeadKind::bernoulli:
-      for (std::int64_t c = 0; c < C; ++c) B[c * C + c] = fk_sqrt(sigmoid(h[c]) * sigmoid(-h[c]));
-      return;
-    case HeadKind::poisson:
-      for (std::int64_t c = 0; c < C; ++c) B[c * C + c] = fk_sqrt(fk_exp(h[c]));
-      return;
+  const bool centred = head_covariance_parts(k, sigma, h, C, B, C + 1);  // d on the diagonal
+  for (std::int64_t a = 0; a < C; ++a)
+    for (std::int64_t kk = 0; kk < C; ++kk)
+      if (kk != a) B[a * C + kk] = centred ? -(fk_sqrt(B[kk * C + kk]) * B[a * C + a]) : T(0);
+  for (std::int64_t a = 0; a < C; ++a) {
+    const T da = B[a * C + a];
+    B[a * C + a] = centred ? fk_sqrt(da) * (T(1) - da) : fk_sqrt(da);
   }
 }
 

@@ -444,7 +444,7 @@ FISHERKIT_HD PairGramWeights head_pair_gram_weights(const HeadRow<T>& r, std::in
   }
   return PairGramWeights{0.0, 0.0};
 }
-FISHERKIT_HD bool head_pair_centred(HeadKind k) { return k == HeadKind::categorical; }
+FISHERKIT_HD bool head_pair_centred(HeadKind k) { return head_covariance_centred(k); }
 FISHERKIT_HD double head_pair_qq(HeadKind k) { return k == HeadKind::categorical ? 0.0 : 1.0; }
 FISHERKIT_HD double head_pair_sign(HeadKind k) { return k == HeadKind::categorical ? -1.0 : 1.0; }
 
