@@ -232,6 +232,8 @@ def test_poisson_overflow_is_an_error_naming_the_row(dtype, h):
         **{f"variance score {s}": (lambda s=s: fisherkit.variance(m, X, estimator="score", shape=s))
            for s in ("diag", "unit")},
         "natural_gradient": lambda: natural_gradient(m, X, np.ones(m.n_params), method="unit", damping=1e-3),
+        "natural_gradient bpm": lambda: natural_gradient(m, X, np.ones(m.n_params), method="unit", damping=1e-3,
+                                                         estimator="bpm"),
         "heads.mean": lambda: fisherkit.heads.mean("poisson", np.full((3, 2), h, dtype)),
     }
     for name, call in calls.items():

@@ -30,18 +30,6 @@ void copy_metric_rows(X& x, MatrixView<T> rows, i64 s0, const T* D, i64 n, i64 M
   });
 }
 
-/// g2 (n x C) = the diagonal of Cov(t | h) per sample (cov: n x C*C scratch).
-template <class X, class T>
-void covariance_diagonal(X& x, const Head& head, const T* h, T* g2, T* cov, i64 n, i64 C) {
-  const HeadKind kind = head.kind;
-  const T sig = T(head.sigma);
-  x.for_each(n, [=] FISHERKIT_LAMBDA(i64 s) {
-    T* I = cov + s * C * C;
-    detail::head_covariance(kind, sig, h + s * C, C, I);
-    for (i64 c = 0; c < C; ++c) g2[s * C + c] = I[c * C + c];
-  });
-}
-
 template <class X, class T>
 void scale_by_d1_squared(X& x, T* out, const T* in, const T* d1, i64 n) {
   x.for_each(n, [=] FISHERKIT_LAMBDA(i64 i) { out[i] = in[i] * d1[i] * d1[i]; });
@@ -223,8 +211,9 @@ double unit_statistics_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixVie
     }
     if (bpm) {
       // g2_L = diag Cov(t | h); b2_l = g2_{l+1} (W_{l+1} o W_{l+1}); g2_l = b2_l phi'(z_l)^2
-      scr.resize(n * C * C);
-      covariance_diagonal(x, head, f.h(), G2[L].data(), scr.data(), n, C);
+      scr.resize(n * C);
+      const bool centred = covariance_parts(x, head, f.h(), n, C, s0, scr.data());
+      covariance_diagonal(x, G2[L].data(), centred, static_cast<const T*>(scr.data()), n, C);
       copy_values(x, B2[L].data(), static_cast<const T*>(G2[L].data()), n * C);
       for (i64 l = L - 1; l >= 1; --l) {
         const MatrixView<const T> W = mlp.layer(l + 1).weight;
