@@ -509,7 +509,7 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
   Forward<X, T> f(x, L);
   Hessian<X, T> H(x, hess ? L : 0);
   CrossLayer<X, T> cross(x);
-  Buf<X, T> D(x), buf(x), scr(x), taubar(x), q(x), B(x), rows(x), tmp(x), hd(x), hm(x);
+  Buf<X, T> D(x), buf(x), scr(x), taubar(x), q(x), B(x), rows(x), tmp(x), cov_d(x), cov_m(x);
   // exact and Hessian diag and unit with one hidden layer: its unit weights need no
   // backward rows (covariance_unit_weights)
   const bool direct = L == 2 && (shape == Shape::diag || shape == Shape::unit) &&
@@ -521,8 +521,8 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
     forward(x, mlp, Xm.rows_slice(s0, n), f, true, hess, s0);
     bool centred = false;
     if (direct) {
-      hd.resize(n * C);
-      centred = covariance_parts(x, head, f.h(), n, C, s0, hd.data());
+      cov_d.resize(n * C);
+      centred = covariance_parts(x, head, f.h(), n, C, s0, cov_d.data());
     }
     if (!direct || hess) {  // the top rows (and, for the Hessian estimator, taubar)
       D.resize(n * M * C);
@@ -556,7 +556,7 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
     // head's covariance; the Hessian estimator's output layer takes its top rows
     if (direct && !hess) {
       q.resize(n * C);
-      covariance_diagonal(x, q.data(), centred, static_cast<const T*>(hd.data()), n, C);
+      covariance_diagonal(x, q.data(), centred, static_cast<const T*>(cov_d.data()), n, C);
       from_unit_weights(L);
     }
     if (!direct || hess) backward(x, mlp, f, D, buf, M, [&](i64 l, const T* Dl) {
@@ -593,9 +593,9 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
     }, direct ? L : 1);
     if (direct) {
       q.resize(n * w[1]);
-      covariance_unit_weights(x, q.data(), centred, static_cast<const T*>(hd.data()), mlp.layer(L).weight,
+      covariance_unit_weights(x, q.data(), centred, static_cast<const T*>(cov_d.data()), mlp.layer(L).weight,
                               static_cast<const T*>(f.d1[1].data()),
-                              hess ? static_cast<const T*>(H.td[1].data()) : nullptr, n, hm);
+                              hess ? static_cast<const T*>(H.td[1].data()) : nullptr, n, cov_m);
       from_unit_weights(1);
     }
     if (shape == Shape::full) {
