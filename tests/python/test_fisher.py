@@ -98,6 +98,42 @@ def test_one_hidden_layer_unit_weights_from_the_head_covariance(head, dtype):
                                            err_msg=f"{estimator} {shape} chunk={chunk} biases={m is model}")
 
 
+@pytest.mark.parametrize("dtype, gap", [(np.float64, 30.0), (np.float32, 20.0)])
+def test_a_confident_class_keeps_the_relative_accuracy_of_its_output_weights(dtype, gap):
+    """A categorical head with p_0 -> 1 (1 - p_0 ~ 2e-13 in float64, 4e-9 in float32): the
+    output layer's weights I_00 = p_0 (1 - p_0) take 1 - p_0 as the sum of the other
+    classes, where p_0 - p_0^2 would keep only the rounding of p_0. Every output-layer entry
+    of "diag" and "unit" against the same entries of "layer" (the Gram of the backward rows),
+    entry by entry for "diag" and block by block for "unit", for the exact and Hessian
+    estimators with one hidden layer; the heads' covariance and its square root against
+    the closed form."""
+    model = fisherkit.MLP.init([4, 6, 3], "tanh", "categorical", seed=2, dtype=dtype)
+    layers = [(W, b) for W, b in model.layers]
+    b_out = np.array([gap, 0.0, 0.0], dtype)
+    model = fisherkit.MLP([layers[0], (layers[1][0], b_out)], "tanh", "categorical")
+    X = np.random.default_rng(4).standard_normal((9, 4)).astype(dtype)
+    rtol = 1e-9 if dtype == np.float64 else 1e-4
+    (ws, bs) = model.layout.param_slices()[1]
+    out = np.r_[ws.start:ws.stop, bs.start:bs.stop]
+    for estimator in ("exact", "hessian"):
+        kw = dict(estimator=estimator, samples=2, seed=3)
+        Lb = fisherkit.fisher(model, X, shape="layer", **kw).blocks[1].astype(np.float64)
+        d = fisherkit.fisher(model, X, shape="diag", **kw).values[out].astype(np.float64)
+        np.testing.assert_allclose(d, np.diag(Lb), rtol=rtol, atol=0, err_msg=estimator)
+        U = fisherkit.fisher(model, X, shape="unit", **kw).blocks[1]
+        for u, block in enumerate(U):  # unit u of the output layer: weight row u, then its bias
+            ix = list(range(u * 6, (u + 1) * 6)) + [18 + u]
+            want = Lb[np.ix_(ix, ix)]
+            np.testing.assert_allclose(block, want, rtol=rtol, atol=rtol * np.abs(want).max(), err_msg=estimator)
+    H = np.array([[gap, 0.0, 0.0]], dtype)
+    rest = 2 * np.exp(-np.float64(gap))  # 1 - p_0 = rest / (1 + rest)
+    p0, q0 = 1 / (1 + rest), rest / (1 + rest)
+    I = heads.covariance("categorical", H)
+    np.testing.assert_allclose(float(I[0, 0, 0]), p0 * q0, rtol=rtol)
+    B = heads.sqrt_covariance("categorical", H)[0].astype(np.float64)
+    np.testing.assert_allclose((B @ B.T)[0, 0], p0 * q0, rtol=rtol)
+
+
 def test_reference_estimators_are_unbiased_by_enumeration(case):
     """The oracle itself: support-weighted per-draw I1 and I2 equal J^T I J (1e-12). For the
     Poisson head the support is truncated where the tail mass is below 1e-15."""

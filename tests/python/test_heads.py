@@ -104,3 +104,11 @@ def test_bad_head_inputs():
         heads.sample("bernoulli", np.zeros((1, 2)), seed=-1)
     with pytest.raises(ValueError, match="at least 2 outputs"):
         heads.mean("categorical", np.zeros((3, 1)))
+
+
+def test_the_gaussian_square_root_factor_is_one_over_sigma_where_its_square_overflows():
+    # 1 / sigma^2 overflows float32 at sigma = 1e-20; the factor itself, 1 / sigma, does not
+    H = np.zeros((2, 3), np.float32)
+    B = heads.sqrt_covariance("gaussian", H, sigma=1e-20)
+    want = np.float32(1) / np.float32(1e-20)
+    np.testing.assert_array_equal(B, np.broadcast_to(np.eye(3, dtype=np.float32) * want, (2, 3, 3)))

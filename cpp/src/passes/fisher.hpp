@@ -1,8 +1,10 @@
 // The Fisher estimators in every shape (accumulate.hpp), and the per-input output Hessians,
 // written once. Every shape is built from the backward rows D_l of the estimator's
 // pseudo-outputs (docs/maths/variance.rst#variance-per-unit-scalars): diag and unit from the per-unit weights
-// q_su = sum_m D_l[s M + m, u]^2 (minus diag(T_l) for the Hessian estimator), layer and full
-// from the Gram of the pseudo-gradient rows D_l[r] (x) abar. The Hessian estimator
+// q_su = sum_m D_l[s M + m, u]^2 (minus diag(T_l) for the Hessian estimator; with one hidden
+// layer the exact and Hessian q come from the head's covariance instead, with no rows:
+// covariance_unit_weights), layer and full from the Gram of the pseudo-gradient rows
+// D_l[r] (x) abar. The Hessian estimator
 // subtracts the output-Hessian term of the contracted output taubar^T h: within each layer
 // sum_s T_l[s] (x) abar abar^T (a weighted Gram per pair of units), and for "full" the
 // cross-layer blocks of docs/maths/variance.rst#variance-layer-blocks
@@ -333,7 +335,7 @@ bool covariance_parts(X& x, const Head& head, const T* h, i64 n, i64 C, i64 row0
 template <class X, class T>
 void covariance_diagonal(X& x, T* q, bool centred, const T* d, i64 n, i64 C) {
   x.for_2d(n, C, [=] FISHERKIT_LAMBDA(i64 s, i64 c) {
-    q[s * C + c] = detail::head_covariance_diagonal(centred, d[s * C + c]);
+    q[s * C + c] = detail::head_covariance_diagonal(centred, d + s * C, C, c);
   });
 }
 
@@ -524,7 +526,7 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
       cov_d.resize(n * C);
       centred = covariance_parts(x, head, f.h(), n, C, s0, cov_d.data());
     }
-    if (!direct || hess) {  // the top rows (and, for the Hessian estimator, taubar)
+    if (!direct || hess) {  // the top rows and, for the Hessian estimator, taubar
       D.resize(n * M * C);
       scr.resize(n * (C * C + 2 * C));
       taubar.resize(n * C);
@@ -552,14 +554,16 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
       }
       detail::poll();
     };
-    // diag and unit with one hidden layer (direct): both layers' unit weights from the
-    // head's covariance; the Hessian estimator's output layer takes its top rows
-    if (direct && !hess) {
+    if (direct) {  // both layers' unit weights from the head's covariance (T_L = 0)
       q.resize(n * C);
       covariance_diagonal(x, q.data(), centred, static_cast<const T*>(cov_d.data()), n, C);
       from_unit_weights(L);
-    }
-    if (!direct || hess) backward(x, mlp, f, D, buf, M, [&](i64 l, const T* Dl) {
+      q.resize(n * w[1]);
+      covariance_unit_weights(x, q.data(), centred, static_cast<const T*>(cov_d.data()), mlp.layer(L).weight,
+                              static_cast<const T*>(f.d1[1].data()),
+                              hess ? static_cast<const T*>(H.td[1].data()) : nullptr, n, cov_m);
+      from_unit_weights(1);
+    } else backward(x, mlp, f, D, buf, M, [&](i64 l, const T* Dl) {
       const i64 no = w[l], ni = w[l - 1], k = lay.unit_width(l);
       const bool bias = mlp.has_bias(l);
       const T* A = f.act(l - 1);
@@ -590,14 +594,7 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
                    finite;
       }
       detail::poll();
-    }, direct ? L : 1);
-    if (direct) {
-      q.resize(n * w[1]);
-      covariance_unit_weights(x, q.data(), centred, static_cast<const T*>(cov_d.data()), mlp.layer(L).weight,
-                              static_cast<const T*>(f.d1[1].data()),
-                              hess ? static_cast<const T*>(H.td[1].data()) : nullptr, n, cov_m);
-      from_unit_weights(1);
-    }
+    });
     if (shape == Shape::full) {
       x.syrk(P, n * M, T(1), static_cast<const T*>(rows.data()), P, beta, acc, P);
       if (hess) {

@@ -161,34 +161,66 @@ FISHERKIT_HD bool head_covariance_parts(HeadKind k, T sigma, const T* h, std::in
   return head_covariance_centred(k);
 }
 
-/// I(h)_cc from its part d_c (head_covariance_parts): d_c - d_c^2 when centred, else d_c.
+/// 1 - d_c for the parts d of a centred covariance (they sum to 1; C values at stride ds)
+/// without cancellation: for the one part above 1/2 (a confident class, where 1 - d_c keeps
+/// little more than the rounding of d_c) the sum of the others.
 template <class T>
-FISHERKIT_HD T head_covariance_diagonal(bool centred, T dc) {
-  return centred ? dc - dc * dc : dc;
+FISHERKIT_HD T head_covariance_complement(const T* d, std::int64_t C, std::int64_t c, std::int64_t ds = 1) {
+  if (d[c * ds] <= T(0.5)) return T(1) - d[c * ds];
+  T rest = T(0);
+  for (std::int64_t k = 0; k < C; ++k)
+    if (k != c) rest += d[k * ds];
+  return rest;
 }
 
-/// I(h) = Cov(t) = Hessian of F, written as a C x C row-major matrix.
+/// I(h)_cc from the parts d (C contiguous values): d_c (1 - d_c) when centred, with the
+/// complement of head_covariance_complement, else d_c.
+template <class T>
+FISHERKIT_HD T head_covariance_diagonal(bool centred, const T* d, std::int64_t C, std::int64_t c) {
+  return centred ? d[c] * head_covariance_complement(d, C, c) : d[c];
+}
+
+/// I(h) = Cov(t) = Hessian of F, written as a C x C row-major matrix. A centred covariance's
+/// rows sum to zero, so its diagonal is minus the sum of the row's other entries,
+/// d_a sum_{b != a} d_b: no cancellation for a confident class.
 template <class T>
 FISHERKIT_HD void head_covariance(HeadKind k, T sigma, const T* h, std::int64_t C, T* I) {
   const bool centred = head_covariance_parts(k, sigma, h, C, I, C + 1);  // d on the diagonal
   for (std::int64_t a = 0; a < C; ++a)
     for (std::int64_t b = 0; b < C; ++b)
       if (b != a) I[a * C + b] = centred ? -(I[a * C + a] * I[b * C + b]) : T(0);
-  for (std::int64_t a = 0; a < C; ++a) I[a * C + a] = head_covariance_diagonal(centred, I[a * C + a]);
+  if (centred)
+    for (std::int64_t a = 0; a < C; ++a) {
+      T s = T(0);
+      for (std::int64_t b = 0; b < C; ++b)
+        if (b != a) s += I[a * C + b];
+      I[a * C + a] = -s;
+    }
 }
 
 /// A square-root factor B of I(h) = B B^T, C x C row-major (B[a * C + k] is row a,
-/// column k). Categorical: column k is sqrt(p_k) (e_k - p); the others are diagonal,
-/// sqrt(d). The exact Fisher J^T I J is the sum over k of (J^T B_k)(J^T B_k)^T.
+/// column k). Categorical: column k is sqrt(p_k) (e_k - p), which sums to zero, so its
+/// diagonal entry is minus the sum of its other entries (no cancellation for a confident
+/// class); the others are diagonal: 1 / sigma (Gaussian, not sqrt(1 / sigma^2), which
+/// overflows first), sqrt(d). The exact Fisher J^T I J is the sum over k of
+/// (J^T B_k)(J^T B_k)^T.
 template <class T>
 FISHERKIT_HD void head_sqrt_covariance(HeadKind k, T sigma, const T* h, std::int64_t C, T* B) {
+  if (k == HeadKind::gaussian) {
+    for (std::int64_t i = 0; i < C * C; ++i) B[i] = T(0);
+    for (std::int64_t c = 0; c < C; ++c) B[c * C + c] = T(1) / sigma;
+    return;
+  }
   const bool centred = head_covariance_parts(k, sigma, h, C, B, C + 1);  // d on the diagonal
   for (std::int64_t a = 0; a < C; ++a)
     for (std::int64_t kk = 0; kk < C; ++kk)
       if (kk != a) B[a * C + kk] = centred ? -(fk_sqrt(B[kk * C + kk]) * B[a * C + a]) : T(0);
   for (std::int64_t a = 0; a < C; ++a) {
-    const T da = B[a * C + a];
-    B[a * C + a] = centred ? fk_sqrt(da) * (T(1) - da) : fk_sqrt(da);
+    T s = T(0);
+    if (centred)
+      for (std::int64_t r = 0; r < C; ++r)
+        if (r != a) s += B[r * C + a];
+    B[a * C + a] = centred ? -s : fk_sqrt(B[a * C + a]);
   }
 }
 
