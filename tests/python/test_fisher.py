@@ -101,30 +101,40 @@ def test_one_hidden_layer_unit_weights_from_the_head_covariance(head, dtype):
 @pytest.mark.parametrize("dtype, gap", [(np.float64, 30.0), (np.float32, 20.0)])
 def test_a_confident_class_keeps_the_relative_accuracy_of_its_output_weights(dtype, gap):
     """A categorical head with p_0 -> 1 (1 - p_0 ~ 2e-13 in float64, 4e-9 in float32): the
-    output layer's weights I_00 = p_0 (1 - p_0) take 1 - p_0 as the sum of the other
+    output layer's weights I_cc = p_c (1 - p_c) take 1 - p_0 as the sum of the other
     classes, where p_0 - p_0^2 would keep only the rounding of p_0. Every output-layer entry
-    of "diag" and "unit" against the same entries of "layer" (the Gram of the backward rows),
-    entry by entry for "diag" and block by block for "unit", for the exact and Hessian
-    estimators with one hidden layer; the heads' covariance and its square root against
-    the closed form."""
+    of "diag" (entry by entry) and "unit" (block by block), exact and Hessian estimators
+    (T_L = 0: the same output blocks), one hidden layer, against an explicit float64 loop
+    over the inputs with 1 - p_0 summed from the other classes, and against the same entries
+    of "layer" (the Gram of the backward rows); the heads' covariance and its square root
+    against the closed form."""
     model = fisherkit.MLP.init([4, 6, 3], "tanh", "categorical", seed=2, dtype=dtype)
     layers = [(W, b) for W, b in model.layers]
-    b_out = np.array([gap, 0.0, 0.0], dtype)
-    model = fisherkit.MLP([layers[0], (layers[1][0], b_out)], "tanh", "categorical")
+    model = fisherkit.MLP([layers[0], (layers[1][0], np.array([gap, 0.0, 0.0], dtype))], "tanh", "categorical")
     X = np.random.default_rng(4).standard_normal((9, 4)).astype(dtype)
+    ref = np.zeros((3, 7, 7))  # per output unit: (weight row, bias) x (weight row, bias)
+    for x in X.astype(np.float64):
+        h, abars, _ = forward_one(model_layers(model), model.activations, x)
+        p = np.exp(h - h.max()) / np.exp(h - h.max()).sum()
+        for c in range(3):
+            ref[c] += p[c] * np.delete(p, c).sum() * np.outer(abars[1], abars[1]) / len(X)
     rtol = 1e-9 if dtype == np.float64 else 1e-4
     (ws, bs) = model.layout.param_slices()[1]
     out = np.r_[ws.start:ws.stop, bs.start:bs.stop]
+    ix = [list(range(u * 6, (u + 1) * 6)) + [18 + u] for u in range(3)]  # unit u: weight row u, then its bias
+    ref_diag = np.zeros(21)
+    for u in range(3):
+        ref_diag[ix[u]] = np.diag(ref[u])
     for estimator in ("exact", "hessian"):
         kw = dict(estimator=estimator, samples=2, seed=3)
         Lb = fisherkit.fisher(model, X, shape="layer", **kw).blocks[1].astype(np.float64)
         d = fisherkit.fisher(model, X, shape="diag", **kw).values[out].astype(np.float64)
-        np.testing.assert_allclose(d, np.diag(Lb), rtol=rtol, atol=0, err_msg=estimator)
         U = fisherkit.fisher(model, X, shape="unit", **kw).blocks[1]
-        for u, block in enumerate(U):  # unit u of the output layer: weight row u, then its bias
-            ix = list(range(u * 6, (u + 1) * 6)) + [18 + u]
-            want = Lb[np.ix_(ix, ix)]
-            np.testing.assert_allclose(block, want, rtol=rtol, atol=rtol * np.abs(want).max(), err_msg=estimator)
+        for got in (d, np.diag(Lb)):
+            np.testing.assert_allclose(got, ref_diag, rtol=rtol, atol=0, err_msg=estimator)
+        for u, block in enumerate(U):
+            for got in (block, Lb[np.ix_(ix[u], ix[u])]):
+                np.testing.assert_allclose(got, ref[u], rtol=rtol, atol=rtol * np.abs(ref[u]).max(), err_msg=estimator)
     H = np.array([[gap, 0.0, 0.0]], dtype)
     rest = 2 * np.exp(-np.float64(gap))  # 1 - p_0 = rest / (1 + rest)
     p0, q0 = 1 / (1 + rest), rest / (1 + rest)

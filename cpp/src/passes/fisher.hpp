@@ -32,7 +32,8 @@ i64 rows_per_sample(const Mlp<T>& mlp, const FisherOptions& opt) {
 /// Top rows of the pseudo-outputs: the estimator's M = rows_per_sample rows of sample s at
 /// rows s * Mt + m0 ... of D (n*Mt x C), and taubar (n x C: the sampled t - eta averaged
 /// over draws) for the Hessian estimator. Draws are head_sample's: draw j of input idx0 + s
-/// from the generator keyed (seed, idx0 + s, j). scr: n * (C*C + 2C) scratch.
+/// from the generator keyed (seed, idx0 + s, j). scr: n * (C*C + 2C) scratch. A null D
+/// (the Hessian estimator's taubar alone) skips the exact rows.
 template <class X, class T>
 void top_rows(X& x, const Head& head, const FisherOptions& opt, i64 idx0, MatrixView<const T> yc, const T* h,
               i64 n, i64 C, i64 Mt, i64 m0, T* Dp, T* sp, T* tb) {
@@ -44,14 +45,16 @@ void top_rows(X& x, const Head& head, const FisherOptions& opt, i64 idx0, Matrix
   const std::uint64_t seed = opt.seed;
   x.for_each(n, [=] FISHERKIT_LAMBDA(i64 s) {
     const T* hs = h + s * C;
-    T* Ds = Dp + (s * Mt + m0) * C;
+    T* Ds = Dp ? Dp + (s * Mt + m0) * C : nullptr;
     T* B = sp + s * per;
     T* yb = B + C * C;
     T* r = yb + C;
     if (est == Estimator::exact || est == Estimator::hessian) {
-      detail::head_sqrt_covariance(kind, sig, hs, C, B);
-      for (i64 k = 0; k < C; ++k)
-        for (i64 a = 0; a < C; ++a) Ds[k * C + a] = B[a * C + k];
+      if (Ds) {
+        detail::head_sqrt_covariance(kind, sig, hs, C, B);
+        for (i64 k = 0; k < C; ++k)
+          for (i64 a = 0; a < C; ++a) Ds[k * C + a] = B[a * C + k];
+      }
       if (est == Estimator::hessian) {
         T* t = tb + s * C;
         for (i64 a = 0; a < C; ++a) t[a] = T(0);
@@ -526,12 +529,13 @@ void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> 
       cov_d.resize(n * C);
       centred = covariance_parts(x, head, f.h(), n, C, s0, cov_d.data());
     }
-    if (!direct || hess) {  // the top rows and, for the Hessian estimator, taubar
-      D.resize(n * M * C);
+    if (!direct || hess) {  // the top rows (direct: none) and, for the Hessian estimator, taubar
+      if (!direct) D.resize(n * M * C);
       scr.resize(n * (C * C + 2 * C));
       taubar.resize(n * C);
-      top_rows(x, head, opt, opt.index_offset + s0, yc, f.h(), n, C, M, 0, D.data(), scr.data(), taubar.data());
-      check_rows_finite(x, static_cast<const T*>(D.data()), n, M, C, s0, "the head's pseudo-output");
+      top_rows(x, head, opt, opt.index_offset + s0, yc, f.h(), n, C, M, 0, direct ? nullptr : D.data(), scr.data(),
+               taubar.data());
+      if (!direct) check_rows_finite(x, static_cast<const T*>(D.data()), n, M, C, s0, "the head's pseudo-output");
     }
     if (hess) hessian_recursion(x, mlp, f, static_cast<const T*>(taubar.data()), H, blocks);
     if (shape == Shape::full) rows.resize(n * M * P);
