@@ -98,6 +98,30 @@ def test_one_hidden_layer_unit_weights_from_the_head_covariance(head, dtype):
                                            err_msg=f"{estimator} {shape} chunk={chunk} biases={m is model}")
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_unit_weights_are_summed_across_register_blocks_of_every_width(dtype):
+    """The unit weights of "diag" and "unit" are sums over the C backward rows (two hidden
+    layers), the C classes of the head's covariance (one hidden layer) or the draws (score
+    estimator), computed in register blocks of 256 bytes of units (32 in float64, 64 in
+    float32). Layers of one unit fewer, exactly, one more and two blocks and a remainder
+    against the explicit reference (and the score estimator on the same draws)."""
+    block = 256 // np.dtype(dtype).itemsize
+    X = np.random.default_rng(2).standard_normal((5, 3))
+    tol = 1e-9 if dtype == np.float64 else 1e-4
+    for width in (block - 1, block, block + 1, 2 * block + 5):
+        for sizes in ([3, width, 4], [3, width, 4, 3]):
+            model = fisherkit.MLP.init(sizes, "tanh", "categorical", seed=width, bias_std=0.3, dtype=dtype)
+            parts = ref_parts(model, X)
+            draws = heads.sample(model.head, model.forward(X.astype(dtype)).astype(float), samples=3, seed=1)
+            for estimator, dense in (("exact", ref_exact(parts)),
+                                     ("score", ref_sampled(model, parts, draws, "score"))):
+                for shape in ("diag", "unit"):
+                    ref = restrict(dense, model.sizes, shape)
+                    F = fisherkit.fisher(model, X.astype(dtype), estimator=estimator, shape=shape, samples=3, seed=1)
+                    np.testing.assert_allclose(F.to_dense(), ref, rtol=tol, atol=tol * np.abs(ref).max(),
+                                               err_msg=f"{estimator} {shape} sizes={sizes}")
+
+
 @pytest.mark.parametrize("dtype, gap", [(np.float64, 30.0), (np.float32, 20.0)])
 def test_a_confident_class_keeps_the_relative_accuracy_of_its_output_weights(dtype, gap):
     """A categorical head with p_0 -> 1 (1 - p_0 ~ 2e-13 in float64, 4e-9 in float32): the

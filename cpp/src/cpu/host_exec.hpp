@@ -118,20 +118,30 @@ class HostExec {
   }
 
   /// store(r, j, sum_t term(r, t, j)) for r in [0, rows), j in [0, cols), t in [0, terms):
-  /// per row the sums run over t outside and j inside, so the j loop vectorises even when
-  /// term(r, t, j) reads with a stride in t.
+  /// per row the sums run over blocks of j outside, t in the middle and the block's j inside,
+  /// so the j loop vectorises even when term(r, t, j) reads with a stride in t, and a block's
+  /// sums (a local array of constant size) stay in registers across the t loop.
   template <class Term, class Store>
   void for_2d_sum(std::int64_t rows, std::int64_t cols, std::int64_t terms, Term term, Store store) {
     if (rows <= 0 || cols <= 0) return;
     using V = std::decay_t<decltype(term(std::int64_t(0), std::int64_t(0), std::int64_t(0)))>;
+    constexpr std::int64_t JB = 256 / std::int64_t(sizeof(V));  // four 512-bit registers
     detail::parallel_for(rows, cols * (terms > 0 ? terms : 1), [&](std::int64_t r) {
-      thread_local std::vector<V> acc;
-      if (acc.size() < static_cast<size_t>(cols)) acc.resize(static_cast<size_t>(cols));
-      V* a = acc.data();
-      for (std::int64_t j = 0; j < cols; ++j) a[j] = V(0);
+      std::int64_t j0 = 0;
+      for (; j0 + JB <= cols; j0 += JB) {
+        V a[JB];
+        for (std::int64_t j = 0; j < JB; ++j) a[j] = V(0);
+        for (std::int64_t t = 0; t < terms; ++t)
+          for (std::int64_t j = 0; j < JB; ++j) a[j] += term(r, t, j0 + j);
+        for (std::int64_t j = 0; j < JB; ++j) store(r, j0 + j, a[j]);
+      }
+      const std::int64_t rest = cols - j0;
+      if (rest == 0) return;
+      V a[JB];
+      for (std::int64_t j = 0; j < rest; ++j) a[j] = V(0);
       for (std::int64_t t = 0; t < terms; ++t)
-        for (std::int64_t j = 0; j < cols; ++j) a[j] += term(r, t, j);
-      for (std::int64_t j = 0; j < cols; ++j) store(r, j, a[j]);
+        for (std::int64_t j = 0; j < rest; ++j) a[j] += term(r, t, j0 + j);
+      for (std::int64_t j = 0; j < rest; ++j) store(r, j0 + j, a[j]);
     });
   }
 
