@@ -547,6 +547,36 @@ def test_prior_contents_of_the_result_buffer_never_leak(act, estimator, dtype):
             assert np.isnan(np.delete(strided, np.s_[::3])).all()  # the entries between are not touched
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_symmetric_results_are_mirrored_across_tiles_and_blocks(dtype):
+    """The symmetric shapes are emitted from their upper triangles in tiles of 64 x 64, whose
+    lower halves are mirrored in 8 x 8 blocks (scalar on the diagonal and at the edges). A
+    full matrix of P = 213 (four tiles, the last 21 wide) and layer blocks of 91, 98 and 24
+    (one tile and a part, two, one): exactly symmetric, and equal to the explicit reference,
+    fresh, into out= and into a strided buffer."""
+    model = fisherkit.MLP.init([6, 13, 7, 3], "tanh", "categorical", seed=8, bias_std=0.3, dtype=dtype)
+    X = np.random.default_rng(3).standard_normal((5, 6))
+    dense = ref_exact(ref_parts(model, X))
+    tol = 1e-9 if dtype == np.float64 else 1e-4
+    Xc = X.astype(dtype)
+    for shape in ("full", "layer"):
+        ref = restrict(dense, model.sizes, shape)
+        F = fisherkit.fisher(model, Xc, shape=shape)
+        mats = [F.matrix] if shape == "full" else list(F.blocks)
+        assert [m.shape[0] for m in mats] == ([213] if shape == "full" else [91, 98, 24])
+        for m in mats:
+            np.testing.assert_array_equal(m, m.T)
+        np.testing.assert_allclose(F.to_dense(), ref, rtol=tol, atol=tol * np.abs(ref).max(), err_msg=shape)
+        flat = np.concatenate([m.ravel() for m in mats])
+        buf = np.full(flat.size, np.nan, dtype)
+        fisherkit.fisher(model, Xc, shape=shape, out=buf)
+        np.testing.assert_array_equal(buf, flat)
+        strided = np.full(2 * flat.size, np.nan, dtype)
+        fisherkit._core.fisher(*model._core_args(), model.head, model.sigma, Xc, None, "exact", shape, 1, 0, 0, 0,
+                               strided[::2], None, [])
+        np.testing.assert_array_equal(strided[::2], flat)
+
+
 def test_out_buffer_is_checked():
     model = fisherkit.MLP.init([4, 5, 3], "tanh", "categorical", seed=3)
     X = np.random.default_rng(4).standard_normal((9, 4))

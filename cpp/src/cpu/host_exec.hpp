@@ -20,9 +20,10 @@
 #include "fisherkit/detail/math.hpp"
 #include "fisherkit/error.hpp"
 #include "fisherkit/monitor.hpp"
+#include "fisherkit/view.hpp"
+#include "mirror.hpp"
 #include "stream.hpp"
 #include "workspace_cache.hpp"
-#include "fisherkit/view.hpp"
 
 namespace fisherkit::cpu {
 
@@ -258,23 +259,8 @@ class HostExec {
   template <class T, class A>
   bool emit_symmetric(const A* acc, double scale, VectorView<T> out, std::int64_t off, std::int64_t m,
                       std::int64_t count) {
-    constexpr std::int64_t TB = 64;
-    bool bad = false;
-    for (std::int64_t b = 0; b < count; ++b) {
-      const std::int64_t o = off + b * m * m;
-      for (std::int64_t ib = 0; ib < m; ib += TB)
-        for (std::int64_t jb = ib; jb < m; jb += TB) {
-          const std::int64_t ie = ib + TB < m ? ib + TB : m, je = jb + TB < m ? jb + TB : m;
-          for (std::int64_t i = ib; i < ie; ++i)
-            for (std::int64_t j = (jb > i ? jb : i); j < je; ++j) {
-              const T v = T(acc[o + i * m + j] * scale);
-              bad |= !detail::fk_isfinite(v);
-              out[o + i * m + j] = v;
-              out[o + j * m + i] = v;
-            }
-        }
-    }
-    return !bad;
+    return out.stride == 1 ? emit_symmetric_tiles<1>(acc, scale, out.data, 1, off, m, count)
+                           : emit_symmetric_tiles<0>(acc, scale, out.data, out.stride, off, m, count);
   }
 
   /// Copy n values of executor memory to the host.
@@ -285,6 +271,41 @@ class HostExec {
 
  private:
   static constexpr std::int64_t kPackedWidth = 128, kPackedUnits = 8;
+
+  /// emit_symmetric, with out's stride a constant 1 (Unit) or st. Per tile, the upper part
+  /// is scaled row by row (contiguous loops that vectorise, with the finiteness test), then
+  /// its lower part mirrored while the tile is in L1 (mirror_tile: 8 x 8 blocks transposed
+  /// in registers). One scalar loop storing both halves took 15% of the float32 unit
+  /// blocks of 784-128-10.
+  template <int Unit, class T, class A>
+  static bool emit_symmetric_tiles(const A* acc, double scale, T* out, std::int64_t st, std::int64_t off,
+                                   std::int64_t m, std::int64_t count) {
+    constexpr std::int64_t TB = 64;
+    const std::int64_t s = Unit ? 1 : st;
+    unsigned bad = 0;  // not bool: GCC does not vectorise an OR of bools
+    for (std::int64_t b = 0; b < count; ++b) {
+      const std::int64_t o = off + b * m * m;
+      for (std::int64_t ib = 0; ib < m; ib += TB)
+        for (std::int64_t jb = ib; jb < m; jb += TB) {
+          const std::int64_t ie = ib + TB < m ? ib + TB : m, je = jb + TB < m ? jb + TB : m;
+          for (std::int64_t i = ib; i < ie; ++i) {
+            const A* src = acc + o + i * m;
+            T* dst = out + (o + i * m) * s;
+            for (std::int64_t j = (jb > i ? jb : i); j < je; ++j) {
+              const T v = T(src[j] * scale);
+              bad |= unsigned(!detail::fk_isfinite(v));
+              dst[j * s] = v;
+            }
+          }
+          if constexpr (Unit == 1)
+            mirror_tile(out + o, m, ib, ie, jb, je);
+          else
+            for (std::int64_t j = jb; j < je; ++j)
+              for (std::int64_t i = ib, e = ie < j ? ie : j; i < e; ++i) out[(o + j * m + i) * s] = out[(o + i * m + j) * s];
+        }
+    }
+    return !bad;
+  }
 
   /// unit_gram's narrow case: G (units x k(k+1)/2) = sum over row blocks of w_b^T Q_b, Q_b[s]
   /// the packed upper triangle of B_s B_s^T (row blocks of about 2 MiB of Q, in cache), then
