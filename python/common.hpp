@@ -141,20 +141,37 @@ decltype(auto) with_mlp(const py::sequence& weights, const py::sequence& biases,
 }
 
 /// Call f(mlp, X, y, head, stream, progress) with T chosen by X's dtype: with_mlp plus the
-/// optional labels `y` (an empty view for None) and the head, for the labelled passes.
+/// labels `y` (an empty view for None, where the pass takes them optionally) and the head,
+/// for the labelled passes. Returns what f returns.
 template <class F>
-void with_labelled(const py::sequence& weights, const py::sequence& biases, const std::vector<std::string>& activations,
-                   const std::string& head, double sigma, py::handle X, py::object y, py::object progress, F&& f) {
+decltype(auto) with_labelled(const py::sequence& weights, const py::sequence& biases,
+                             const std::vector<std::string>& activations, const std::string& head, double sigma,
+                             py::handle X, py::object y, py::object progress, F&& f) {
   ArrayInfo yi;
   if (!y.is_none()) yi = array_info(y, "y");
   const ArrayInfo xi = array_info(X, "X");
-  with_mlp(weights, biases, activations, xi, [&](const auto& mlp, auto x) {
+  return with_mlp(weights, biases, activations, xi, [&](const auto& mlp, auto x) -> decltype(auto) {
     using T = elem_t<decltype(x)>;
     MatrixView<const T> yy;
     if (!y.is_none()) yy = as_matrix<const T>(yi, "y");
     const Head hd = make_head(head, sigma);
-    f(mlp, x, yy, hd, stream_of(xi), progress);
+    return f(mlp, x, yy, hd, stream_of(xi), progress);
   });
+}
+
+/// Views of optional arrays: None gives an empty view (not given, or not computed); the
+/// infos live in `keep`.
+template <class T>
+MatrixView<T> opt_matrix(py::handle obj, const char* name, std::vector<ArrayInfo>& keep) {
+  if (obj.is_none()) return MatrixView<T>{};
+  keep.push_back(array_info(obj, name));
+  return as_matrix<T>(keep.back(), name);
+}
+template <class T>
+VectorView<T> opt_vector(py::handle obj, const char* name, std::vector<ArrayInfo>& keep) {
+  if (obj.is_none()) return VectorView<T>{};
+  keep.push_back(array_info(obj, name));
+  return as_vector<T>(keep.back(), name);
 }
 
 /// The Monitor of a compiled call made from Python: about every 0.1 s it takes the GIL,

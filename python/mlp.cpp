@@ -25,17 +25,14 @@ void bind(py::module_& m) {
   m.def(
       "log_likelihood",
       [](py::sequence Ws, py::sequence bs, const Acts& acts, const std::string& head, double sigma, py::handle X,
-         py::handle y, py::handle out, std::int64_t chunk) {
-        auto yi = array_info(y, "y"), oi = array_info(out, "out");
-        const ArrayInfo xi = array_info(X, "X");
-        with_mlp(Ws, bs, acts, xi, [&](const auto& mlp, auto x) {
-          using T = elem_t<decltype(x)>;
-          auto yy = as_matrix<const T>(yi, "y");
-          auto o = as_vector<T>(oi, "out");
-          const Head hd = make_head(head, sigma);
+         py::object y, py::handle out, std::int64_t chunk) {
+        auto oi = array_info(out, "out");
+        with_labelled(Ws, bs, acts, head, sigma, X, y, py::none(), [&](const auto& mlp, auto x, auto yy,
+                                                                        const Head& hd, Stream st, py::object) {
+          auto o = as_vector<elem_t<decltype(x)>>(oi, "out");
           Supervised call;
           py::gil_scoped_release nogil;
-          log_likelihood(mlp, hd, x, yy, o, chunk, stream_of(xi));
+          log_likelihood(mlp, hd, x, yy, o, chunk, st);
         });
       },
       py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"), py::arg("sigma"),
@@ -44,17 +41,14 @@ void bind(py::module_& m) {
   m.def(
       "per_sample_grads",
       [](py::sequence Ws, py::sequence bs, const Acts& acts, const std::string& head, double sigma, py::handle X,
-         py::handle y, py::handle out, std::int64_t chunk, py::object progress) {
-        auto yi = array_info(y, "y"), oi = array_info(out, "out");
-        const ArrayInfo xi = array_info(X, "X");
-        with_mlp(Ws, bs, acts, xi, [&](const auto& mlp, auto x) {
-          using T = elem_t<decltype(x)>;
-          auto yy = as_matrix<const T>(yi, "y");
-          auto o = as_matrix<T>(oi, "out");
-          const Head hd = make_head(head, sigma);
-          Supervised call(progress);
+         py::object y, py::handle out, std::int64_t chunk, py::object progress) {
+        auto oi = array_info(out, "out");
+        with_labelled(Ws, bs, acts, head, sigma, X, y, progress, [&](const auto& mlp, auto x, auto yy, const Head& hd,
+                                                                     Stream st, py::object pr) {
+          auto o = as_matrix<elem_t<decltype(x)>>(oi, "out");
+          Supervised call(pr);
           py::gil_scoped_release nogil;
-          per_sample_grads(mlp, hd, x, yy, o, chunk, stream_of(xi));
+          per_sample_grads(mlp, hd, x, yy, o, chunk, st);
         });
       },
       py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"), py::arg("sigma"),
@@ -63,17 +57,14 @@ void bind(py::module_& m) {
   m.def(
       "nll_gradient",
       [](py::sequence Ws, py::sequence bs, const Acts& acts, const std::string& head, double sigma, py::handle X,
-         py::handle y, py::handle out, std::int64_t chunk) {
-        auto yi = array_info(y, "y"), oi = array_info(out, "out");
-        const ArrayInfo xi = array_info(X, "X");
-        return with_mlp(Ws, bs, acts, xi, [&](const auto& mlp, auto x) {
-          using T = elem_t<decltype(x)>;
-          auto yy = as_matrix<const T>(yi, "y");
-          auto o = as_vector<T>(oi, "out");
-          const Head hd = make_head(head, sigma);
+         py::object y, py::handle out, std::int64_t chunk) {
+        auto oi = array_info(out, "out");
+        return with_labelled(Ws, bs, acts, head, sigma, X, y, py::none(), [&](const auto& mlp, auto x, auto yy,
+                                                                               const Head& hd, Stream st, py::object) {
+          auto o = as_vector<elem_t<decltype(x)>>(oi, "out");
           Supervised call;
           py::gil_scoped_release nogil;
-          return nll_gradient(mlp, hd, x, yy, o, chunk, stream_of(xi));
+          return nll_gradient(mlp, hd, x, yy, o, chunk, st);
         });
       },
       py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("head"), py::arg("sigma"),
@@ -84,15 +75,13 @@ void bind(py::module_& m) {
       [](py::sequence Ws, py::sequence bs, const Acts& acts, py::handle X, py::handle v, py::handle out1,
          py::object out2, std::int64_t chunk) {
         auto vi = array_info(v, "v"), o1 = array_info(out1, "out1");
-        ArrayInfo o2;
-        if (!out2.is_none()) o2 = array_info(out2, "out2");
         const ArrayInfo xi = array_info(X, "X");
         with_mlp(Ws, bs, acts, xi, [&](const auto& mlp, auto x) {
           using T = elem_t<decltype(x)>;
           auto vv = as_vector<const T>(vi, "v");
           auto a = as_matrix<T>(o1, "out1");
-          MatrixView<T> b;
-          if (!out2.is_none()) b = as_matrix<T>(o2, "out2");
+          std::vector<ArrayInfo> keep;
+          MatrixView<T> b = opt_matrix<T>(out2, "out2", keep);
           Supervised call;
           py::gil_scoped_release nogil;
           jvp(mlp, x, vv, a, b, chunk, stream_of(xi));

@@ -5,20 +5,6 @@
 namespace fisherkit::py_bind {
 namespace {
 
-/// Views of optional outputs: None gives an empty view (not computed).
-template <class T>
-MatrixView<T> opt_matrix(py::handle obj, const char* name, std::vector<ArrayInfo>& keep) {
-  if (obj.is_none()) return MatrixView<T>{};
-  keep.push_back(array_info(obj, name));
-  return as_matrix<T>(keep.back(), name);
-}
-template <class T>
-VectorView<T> opt_vector(py::handle obj, const char* name, std::vector<ArrayInfo>& keep) {
-  if (obj.is_none()) return VectorView<T>{};
-  keep.push_back(array_info(obj, name));
-  return as_vector<T>(keep.back(), name);
-}
-
 void bind(py::module_& m) {
   m.def(
       "variance_sum",
@@ -62,8 +48,6 @@ void bind(py::module_& m) {
          py::handle X, py::object y, const std::string& metric, std::int64_t samples, std::uint64_t seed,
          std::int64_t index_offset, std::int64_t chunk, py::list layers, py::object grad, py::object progress) {
         const ArrayInfo xi = array_info(X, "X");
-        ArrayInfo yi;
-        if (!y.is_none()) yi = array_info(y, "y");
         return with_mlp(Ws, bs, acts, xi, [&](const auto& mlp, auto x) {
           using T = elem_t<decltype(x)>;
           if (py::len(layers) != static_cast<size_t>(mlp.n_layers()))
@@ -90,8 +74,7 @@ void bind(py::module_& m) {
             st.qd2 = opt_matrix<double>(get("qd2"), "qd2", keep);
             st.blocks = opt_vector<double>(get("blocks"), "blocks", keep);
           }
-          MatrixView<const T> yy;
-          if (!y.is_none()) yy = as_matrix<const T>(yi, "y");
+          MatrixView<const T> yy = opt_matrix<const T>(y, "y", keep);
           VectorView<T> g = opt_vector<T>(grad, "grad", keep);
           UnitStatsOptions opt;
           opt.metric = parse_metric(metric);
