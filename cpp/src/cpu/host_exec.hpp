@@ -301,7 +301,8 @@ class HostExec {
             mirror_tile(out + o, m, ib, ie, jb, je);
           else
             for (std::int64_t j = jb; j < je; ++j)
-              for (std::int64_t i = ib, e = ie < j ? ie : j; i < e; ++i) out[(o + j * m + i) * s] = out[(o + i * m + j) * s];
+              for (std::int64_t i = ib, e = ie < j ? ie : j; i < e; ++i)
+                out[(o + j * m + i) * s] = out[(o + i * m + j) * s];
         }
     }
     return !bad;
