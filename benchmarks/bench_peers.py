@@ -63,7 +63,10 @@ they run. fisherkit's own calls are timed interleaved with it (roofline, fisherk
 roofline, ...): this VM's speed drifts by 10-20% over seconds, which landed in the ratio
 when the two were timed apart. The roofline's time is the fastest of all its runs. Peers
 are timed after it, so their ratios carry that drift (and a ratio a little below 1 is
-noise, not a faster algorithm).
+noise, not a faster algorithm). Every implementation is timed --repeat times (3), or, when
+one call is short, until its calls take about --min-time seconds (0.5, at most 50 calls):
+on this VM the fastest of 3 calls of the exact diagonal (5-12 ms) was 1-28% slower than
+the fastest of about 50 in the same minutes.
 
 Agreement (before any timing, on the first call's result): a peer's result divided by its
 scaling constant (docs/peers.rst, "Scaling conventions": 1 for everything here except
@@ -128,6 +131,7 @@ F32_RTOL = 1e-4
 MC_RANGE = (0.4, 2.5)
 MC_RANGE_SMOKE = (0.2, 5.0)
 FVP_K = 10
+MAX_CALLS = 50  # timed calls of one implementation at most (see timed_calls)
 
 # name shown, module, distribution (for the version)
 PEERS = {
@@ -567,11 +571,21 @@ def interleaved(fn: Callable[[], Any], rf: Callable[[], Any], repeat: int, rf_ti
     return C.Timing(min(times), float(np.median(times)), times)
 
 
+def timed_calls(first: float, repeat: int, slow: float, min_time: float) -> int:
+    """How many calls to time after a first call of `first` seconds: one when it took longer
+    than `slow`; else `repeat`, or more (at most MAX_CALLS) until they take about `min_time`
+    seconds in all, so that the fastest of a few-millisecond call is not the fastest of 3
+    samples of a machine whose speed drifts."""
+    if first >= slow:
+        return 1
+    return max(repeat, min(MAX_CALLS, int(min_time / max(first, 1e-9))))
+
+
 def measure_entry(p: Problem, entry: Entry, ref: Reference, repeat: int, slow: float, smoke: bool,
-                  rf: Callable[[], Any] | None = None, rf_times: list[float] | None = None) -> Result:
-    """Check `entry` against `ref` on its first call, then time it: `repeat` runs (one when
-    the first took longer than `slow` seconds), interleaved with the roofline `rf` when
-    given (its times go to rf_times)."""
+                  rf: Callable[[], Any] | None = None, rf_times: list[float] | None = None,
+                  min_time: float = 0.0) -> Result:
+    """Check `entry` against `ref` on its first call, then time it (timed_calls runs),
+    interleaved with the roofline `rf` when given (its times go to rf_times)."""
     res = Result(p.row, entry.library, entry.name, extra=entry.extra, into_buffer=entry.into_buffer)
     try:
         t0 = time.perf_counter()
@@ -583,7 +597,7 @@ def measure_entry(p: Problem, entry: Entry, ref: Reference, repeat: int, slow: f
         del raw
         _, res.ok, res.check = agreement(p, ref, arrays, smoke)
         del arrays
-        n = repeat if first < slow else 1  # the first call was the warm-up
+        n = timed_calls(first, repeat, slow, min_time)  # the first call was the warm-up
         res.time = C.best_of(entry.run, n, warmup=0) if rf is None else interleaved(entry.run, rf, n, rf_times)
         res.runs = n
     except Exception as exc:  # noqa: BLE001 - report the failure in the table and go on
@@ -593,7 +607,7 @@ def measure_entry(p: Problem, entry: Entry, ref: Reference, repeat: int, slow: f
 
 
 def measure_row(row: Row, libraries: Sequence[str], status: dict[str, tuple[bool, str]], repeat: int,
-                slow: float, smoke: bool, log: Callable[[str], None]) -> RowResult:
+                slow: float, smoke: bool, log: Callable[[str], None], min_time: float = 0.0) -> RowResult:
     p = make_problem(row)
     rf = roofline(row)
     rf_times = C.best_of(rf, repeat, warmup=1).times
@@ -617,7 +631,8 @@ def measure_row(row: Row, libraries: Sequence[str], status: dict[str, tuple[bool
                 continue
             for e in entries:
                 mine = lib == "fisherkit"
-                res = measure_entry(p, e, ref, repeat, slow, smoke, rf if mine else None, rf_times if mine else None)
+                res = measure_entry(p, e, ref, repeat, slow, smoke, rf if mine else None, rf_times if mine else None,
+                                    min_time)
                 out.results.append(res)
                 log(f"  {display(lib)} {e.name}: {res.time or '-'}  check {res.check or '-'}"
                     f"{'' if res.ok else '  FAILED'} {res.note}")
@@ -783,6 +798,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=None, help="timed calls per implementation (default 3; 1 with --smoke)")
     ap.add_argument("--slow", type=float, default=20.0,
                     help="an implementation whose first call takes longer than this many seconds is timed once more only")
+    ap.add_argument("--min-time", type=float, default=0.5,
+                    help="a faster implementation is timed more than --repeat times, until its calls take about "
+                         f"this many seconds (at most {MAX_CALLS} calls; 0 with --smoke)")
     ap.add_argument("--rows", default="", help="comma-separated row keys to run (diag,layer,unit,full,psg,psg-out,fvp,mc)")
     ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated peers to run (default: all installed)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "peers"),
@@ -821,7 +839,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "gemm32": C.measure_gemm_rate(np.float32, 256 if args.smoke else 1024),
                  "bw": C.measure_bandwidth(16 << 20 if args.smoke else 256 << 20)}
         for row in rows:
-            results.append(measure_row(row, LIBRARIES, status, repeat, args.slow, args.smoke, log))
+            results.append(measure_row(row, LIBRARIES, status, repeat, args.slow, args.smoke, log,
+                                       0.0 if args.smoke else args.min_time))
     wall = time.perf_counter() - t_start
     head = machine_lines(status, rates, (load0, os.getloadavg()), started, wall,
                          [os.path.relpath(__file__), *(argv if argv is not None else sys.argv[1:])])

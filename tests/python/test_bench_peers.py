@@ -54,3 +54,21 @@ def test_bench_peers_smoke_runs_every_row_and_check(tmp_path):
     if importlib.util.find_spec("matplotlib") is not None:
         png = tmp_path / "peers.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_short_calls_are_timed_until_they_fill_the_minimum_time(monkeypatch):
+    """timed_calls: a slow first call is timed once more, a call of moderate length --repeat
+    times, and a call of a few milliseconds until its calls take about --min-time seconds,
+    at most MAX_CALLS times."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # the script sets them
+        monkeypatch.setenv(var, os.environ.get(var, ""))
+    spec = importlib.util.spec_from_file_location("bench_peers_for_test", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    assert bench.timed_calls(30.0, 3, 20.0, 0.5) == 1
+    assert bench.timed_calls(1.0, 3, 20.0, 0.5) == 3
+    assert bench.timed_calls(0.05, 3, 20.0, 0.5) == 10
+    assert bench.timed_calls(0.001, 3, 20.0, 0.5) == bench.MAX_CALLS
+    assert bench.timed_calls(0.001, 3, 20.0, 0.0) == 3
