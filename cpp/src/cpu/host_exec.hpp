@@ -127,22 +127,19 @@ class HostExec {
     if (rows <= 0 || cols <= 0) return;
     using V = std::decay_t<decltype(term(std::int64_t(0), std::int64_t(0), std::int64_t(0)))>;
     constexpr std::int64_t JB = 256 / std::int64_t(sizeof(V));  // four 512-bit registers
+    // the sums of units [j0, j0 + len): len is JB as a constant (whole blocks, whose sums
+    // stay in registers) or the remainder
+    auto block = [&](std::int64_t r, std::int64_t j0, auto len) {
+      V a[JB];
+      for (std::int64_t j = 0; j < len; ++j) a[j] = V(0);
+      for (std::int64_t t = 0; t < terms; ++t)
+        for (std::int64_t j = 0; j < len; ++j) a[j] += term(r, t, j0 + j);
+      for (std::int64_t j = 0; j < len; ++j) store(r, j0 + j, a[j]);
+    };
     detail::parallel_for(rows, cols * (terms > 0 ? terms : 1), [&](std::int64_t r) {
       std::int64_t j0 = 0;
-      for (; j0 + JB <= cols; j0 += JB) {
-        V a[JB];
-        for (std::int64_t j = 0; j < JB; ++j) a[j] = V(0);
-        for (std::int64_t t = 0; t < terms; ++t)
-          for (std::int64_t j = 0; j < JB; ++j) a[j] += term(r, t, j0 + j);
-        for (std::int64_t j = 0; j < JB; ++j) store(r, j0 + j, a[j]);
-      }
-      const std::int64_t rest = cols - j0;
-      if (rest == 0) return;
-      V a[JB];
-      for (std::int64_t j = 0; j < rest; ++j) a[j] = V(0);
-      for (std::int64_t t = 0; t < terms; ++t)
-        for (std::int64_t j = 0; j < rest; ++j) a[j] += term(r, t, j0 + j);
-      for (std::int64_t j = 0; j < rest; ++j) store(r, j0 + j, a[j]);
+      for (; j0 + JB <= cols; j0 += JB) block(r, j0, std::integral_constant<std::int64_t, JB>{});
+      if (j0 < cols) block(r, j0, cols - j0);
     });
   }
 
@@ -297,12 +294,7 @@ class HostExec {
               dst[j * s] = v;
             }
           }
-          if constexpr (Unit == 1)
-            mirror_tile(out + o, m, ib, ie, jb, je);
-          else
-            for (std::int64_t j = jb; j < je; ++j)
-              for (std::int64_t i = ib, e = ie < j ? ie : j; i < e; ++i)
-                out[(o + j * m + i) * s] = out[(o + i * m + j) * s];
+          mirror_tile(out + o * s, s, m, ib, ie, jb, je);
         }
     }
     return !bad;

@@ -11,11 +11,11 @@ namespace {
 
 using i64 = std::int64_t;
 
-/// Scalar: the blocks on the diagonal and at the tile's edges.
+/// Scalar: the blocks on the diagonal and at the tile's edges, and every block of a strided a.
 template <class T>
-void mirror_scalar(T* a, i64 m, i64 i0, i64 i1, i64 j0, i64 j1) {
+void mirror_scalar(T* a, i64 st, i64 m, i64 i0, i64 i1, i64 j0, i64 j1) {
   for (i64 j = j0; j < j1; ++j)
-    for (i64 i = i0, e = i1 < j ? i1 : j; i < e; ++i) a[j * m + i] = a[i * m + j];
+    for (i64 i = i0, e = i1 < j ? i1 : j; i < e; ++i) a[(j * m + i) * st] = a[(i * m + j) * st];
 }
 
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
@@ -75,23 +75,23 @@ void transpose8(double* dst, i64 ldd, const double* src, i64 lds) {
 #endif
 
 template <class T>
-void mirror(T* a, i64 m, i64 ib, i64 ie, i64 jb, i64 je) {
+void mirror(T* a, i64 st, i64 m, i64 ib, i64 ie, i64 jb, i64 je) {
   for (i64 jj = jb; jj < je; jj += 8)
     for (i64 ii = ib; ii < ie && ii <= jj; ii += 8) {
       const i64 i1 = ii + 8 < ie ? ii + 8 : ie, j1 = jj + 8 < je ? jj + 8 : je;
 #ifdef FISHERKIT_SHUFFLE
-      if (ii < jj && i1 == ii + 8 && j1 == jj + 8) {  // a whole block below the diagonal
+      if (st == 1 && ii < jj && i1 == ii + 8 && j1 == jj + 8) {  // a whole block below the diagonal
         transpose8(a + jj * m + ii, m, a + ii * m + jj, m);
         continue;
       }
 #endif
-      mirror_scalar(a, m, ii, i1, jj, j1);
+      mirror_scalar(a, st, m, ii, i1, jj, j1);
     }
 }
 
 }  // namespace
 
-void mirror_tile(float* a, i64 m, i64 ib, i64 ie, i64 jb, i64 je) { mirror(a, m, ib, ie, jb, je); }
-void mirror_tile(double* a, i64 m, i64 ib, i64 ie, i64 jb, i64 je) { mirror(a, m, ib, ie, jb, je); }
+void mirror_tile(float* a, i64 st, i64 m, i64 ib, i64 ie, i64 jb, i64 je) { mirror(a, st, m, ib, ie, jb, je); }
+void mirror_tile(double* a, i64 st, i64 m, i64 ib, i64 ie, i64 jb, i64 je) { mirror(a, st, m, ib, ie, jb, je); }
 
 }  // namespace fisherkit::cpu
