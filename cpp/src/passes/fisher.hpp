@@ -474,19 +474,26 @@ i64 fisher_result_size_of(const Mlp<T>& mlp, const FisherOptions& opt) {
   return size;
 }
 
+/// The layout checks of a pass over an estimator's rows (before any device work): X with
+/// the weights, the head, the draws and, for the empirical estimator, the labels.
 template <class X, class T>
-void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> Xm, MatrixView<const T> y,
-                 const FisherOptions& opt, VectorView<T> out) {
+void check_estimator_call(const Mlp<T>& mlp, const Head& head, MatrixView<const T> Xm, MatrixView<const T> y,
+                          const FisherOptions& opt) {
   check_layout<X>(mlp, Xm, "X");
   check_head(head, mlp.output_dim());
-  FISHERKIT_CHECK(opt.samples >= 1, "argument 'samples' must be >= 1, got ", opt.samples);
-  FISHERKIT_CHECK(opt.index_offset >= 0, "argument 'index_offset' must be >= 0, got ", opt.index_offset);
-  FISHERKIT_CHECK(opt.shape != Shape::kfac, "shape 'kfac' is computed by kfac_factors");
-  const bool empirical = opt.estimator == Estimator::empirical;
-  if (empirical) {
+  check_draws(opt.samples, opt.index_offset);
+  if (opt.estimator == Estimator::empirical) {
     FISHERKIT_CHECK(y.data != nullptr && y.rows > 0, "the empirical estimator needs labels: argument 'y' is missing");
     check_label_layout<X>(head, y, Xm.rows, mlp.output_dim(), "y");
   }
+}
+
+template <class X, class T>
+void fisher_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView<const T> Xm, MatrixView<const T> y,
+                 const FisherOptions& opt, VectorView<T> out) {
+  check_estimator_call<X>(mlp, head, Xm, y, opt);
+  FISHERKIT_CHECK(opt.shape != Shape::kfac, "shape 'kfac' is computed by kfac_factors");
+  const bool empirical = opt.estimator == Estimator::empirical;
   check_on<X>(out, "out");
   const Layout& lay = mlp.layout();
   i64 size = 0;

@@ -78,8 +78,7 @@ void head_covariance_pass(X& x, const Head& head, MatrixView<const T> H, MatrixV
 template <class X, class T>
 void head_sample_pass(X& x, const Head& head, MatrixView<const T> H, std::uint64_t seed, i64 S, MatrixView<T> out,
                       i64 index_offset) {
-  FISHERKIT_CHECK(S >= 1, "argument 'samples' must be >= 1, got ", S);
-  FISHERKIT_CHECK(index_offset >= 0, "argument 'index_offset' must be >= 0, got ", index_offset);
+  check_draws(S, index_offset);
   check_head_rows(x, head, H);
   check_head_out<X>(out, H.rows * S, detail::head_label_cols(head.kind, H.cols));
   const HeadKind kind = head.kind;

@@ -50,16 +50,9 @@ i64 estimator_rows_per_sample(const Mlp<T>& mlp, const FisherOptions& opt) {
 template <class X, class T>
 void check_kfac_call(const Mlp<T>& mlp, const Head& head, MatrixView<const T> Xm, MatrixView<const T> y,
                      const FisherOptions& opt) {
-  check_layout<X>(mlp, Xm, "X");
-  check_head(head, mlp.output_dim());
   FISHERKIT_CHECK(opt.estimator != Estimator::hessian, "the Kronecker-factored Fisher takes the estimators "
                   "'exact', 'score' and 'empirical', not 'hessian' (its output-Hessian term has no Kronecker form)");
-  FISHERKIT_CHECK(opt.samples >= 1, "argument 'samples' must be >= 1, got ", opt.samples);
-  FISHERKIT_CHECK(opt.index_offset >= 0, "argument 'index_offset' must be >= 0, got ", opt.index_offset);
-  if (opt.estimator == Estimator::empirical) {
-    FISHERKIT_CHECK(y.data != nullptr && y.rows > 0, "the empirical estimator needs labels: argument 'y' is missing");
-    check_label_layout<X>(head, y, Xm.rows, mlp.output_dim(), "y");
-  }
+  check_estimator_call<X>(mlp, head, Xm, y, opt);
 }
 
 template <class X, class V>

@@ -78,8 +78,7 @@ double unit_statistics_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixVie
   const Layout& lay = mlp.layout();
   const bool want_grad = grad.data != nullptr;
   const bool empirical = opt.metric == Metric::empirical;
-  FISHERKIT_CHECK(opt.samples >= 1, "argument 'samples' must be >= 1, got ", opt.samples);
-  FISHERKIT_CHECK(opt.index_offset >= 0, "argument 'index_offset' must be >= 0, got ", opt.index_offset);
+  check_draws(opt.samples, opt.index_offset);
   FISHERKIT_CHECK(static_cast<i64>(stats.size()) == L, "argument 'stats' must have one entry per layer (", L,
                   "), got ", stats.size());
   if (want_grad || empirical) {
