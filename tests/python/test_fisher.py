@@ -299,6 +299,35 @@ def test_merge_chunk_and_thread_independence():
     np.testing.assert_allclose(one, two, rtol=1e-12, atol=1e-15)
 
 
+def test_blas_threads_sets_numpys_blas_to_fisherkits_count_and_restores_it():
+    """info.blas_threads: NumPy's BLAS at fisherkit's thread count inside, its own count back
+    after; the controller it keeps between calls is remade when a module is imported."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from fisherkit.info import blas_threads
+
+    def counts():
+        return {i["filepath"]: i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
+
+    if not counts():
+        pytest.skip("threadpoolctl finds no BLAS library in this process")
+    try:
+        for fk_threads, outer in ((1, 2), (2, 1), (1, 2)):
+            fisherkit.set_num_threads(fk_threads)
+            with threadpoolctl.threadpool_limits(limits=outer, user_api="blas"):
+                before = counts()
+                with blas_threads():
+                    assert set(counts().values()) == {fk_threads}
+                assert counts() == before
+        sys.modules["_fisherkit_test_new_module"] = type(sys)("_fisherkit_test_new_module")
+        fisherkit.set_num_threads(1)
+        with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+            with blas_threads():
+                assert set(counts().values()) == {1}
+    finally:
+        sys.modules.pop("_fisherkit_test_new_module", None)
+        fisherkit.set_num_threads(0)
+
+
 def test_hessian_estimator_structural_zeros():
     """Last layer: I2 equals the exact block (zero variance). ReLU: the I2 diagonal is exact."""
     model = fisherkit.MLP.init([3, 4, 4, 3], "tanh", "categorical", seed=6, bias_std=0.3)
