@@ -64,6 +64,17 @@ def best_of(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> Timing:
     return Timing(min(times), statistics.median(times), times)
 
 
+def interleaved(fn: Callable[[], Any], rf: Callable[[], Any], repeat: int, rf_times: list[float]) -> Timing:
+    """best_of(fn, repeat, warmup=0), with a run of the roofline `rf` before each run of fn
+    (its times appended to rf_times): both see the same moments of the machine, whose speed
+    drifts by 10-20% over seconds here."""
+    times = []
+    for _ in range(repeat):
+        rf_times.extend(best_of(rf, 1, warmup=0).times)
+        times.extend(best_of(fn, 1, warmup=0).times)
+    return Timing(min(times), statistics.median(times), times)
+
+
 def fmt_time(t: float) -> str:
     if t >= 1.0:
         return f"{t:.3f} s"

@@ -561,16 +561,6 @@ class RowResult:
         return next((r for r in self.results if r.library == library and not r.extra), None)
 
 
-def interleaved(fn: Callable[[], Any], rf: Callable[[], Any], repeat: int, rf_times: list[float]) -> C.Timing:
-    """best_of(fn, repeat, warmup=0), with a run of the roofline `rf` before each run of fn
-    (its times appended to rf_times): both see the same moments of the machine."""
-    times = []
-    for _ in range(repeat):
-        rf_times.extend(C.best_of(rf, 1, warmup=0).times)
-        times.extend(C.best_of(fn, 1, warmup=0).times)
-    return C.Timing(min(times), float(np.median(times)), times)
-
-
 def timed_calls(first: float, repeat: int, slow: float, min_time: float) -> int:
     """How many calls to time after a first call of `first` seconds: one when it took longer
     than `slow`; else `repeat`, or more (at most MAX_CALLS) until they take about `min_time`
@@ -598,7 +588,7 @@ def measure_entry(p: Problem, entry: Entry, ref: Reference, repeat: int, slow: f
         _, res.ok, res.check = agreement(p, ref, arrays, smoke)
         del arrays
         n = timed_calls(first, repeat, slow, min_time)  # the first call was the warm-up
-        res.time = C.best_of(entry.run, n, warmup=0) if rf is None else interleaved(entry.run, rf, n, rf_times)
+        res.time = C.best_of(entry.run, n, warmup=0) if rf is None else C.interleaved(entry.run, rf, n, rf_times)
         res.runs = n
     except Exception as exc:  # noqa: BLE001 - report the failure in the table and go on
         res.ok = False
