@@ -405,6 +405,51 @@ TEST_CASE_TEMPLATE("kfac: factors, EKFAC diagonal and the distance sums, with an
   }), "not 'hessian'"));
 }
 
+TEST_CASE("checks: every estimator pass refuses no draws, a negative offset and missing labels") {
+  Net<double> net;
+  const auto mlp = net.host_mlp();
+  const fk::Head head{fk::HeadKind::categorical, 1.0};
+  const auto X = fk::matrix_view<const double>(net.X.data(), net.N, 4);
+  std::vector<double> out(static_cast<size_t>(mlp.layout().size(fk::Shape::kfac) + mlp.n_params()));
+  const auto diag = fk::vector_view(out.data(), mlp.n_params());
+  const auto kfac = fk::vector_view(out.data(), mlp.layout().size(fk::Shape::kfac));
+  std::vector<double> bases(out.size());
+  const auto qb = fk::vector_view<const double>(bases.data(), mlp.layout().size(fk::Shape::kfac));
+  using fisherkit_test::contains;
+  using fisherkit_test::error_of;
+  struct Case {
+    const char* what;
+    fk::FisherOptions opt;
+  };
+  std::vector<Case> cases(3);
+  cases[0] = {"'samples' must be >= 1, got 0", {}};
+  cases[0].opt.estimator = fk::Estimator::score;
+  cases[0].opt.samples = 0;
+  cases[1] = {"'index_offset' must be >= 0, got -3", {}};
+  cases[1].opt.index_offset = -3;
+  cases[2] = {"needs labels: argument 'y' is missing", {}};
+  cases[2].opt.estimator = fk::Estimator::empirical;
+  for (const Case& c : cases) {
+    CAPTURE(c.what);
+    CHECK(contains(error_of([&] { fk::fisher(mlp, head, X, {}, c.opt, diag); }), c.what));
+    CHECK(contains(error_of([&] { fk::kfac_factors(mlp, head, X, {}, c.opt, kfac); }), c.what));
+    CHECK(contains(error_of([&] { fk::ekfac_diagonal(mlp, head, X, {}, c.opt, qb, diag); }), c.what));
+    if (c.opt.estimator == fk::Estimator::empirical) continue;
+    fk::UnitStatsOptions u;
+    u.metric = fk::Metric::score;
+    u.samples = c.opt.samples;
+    u.index_offset = c.opt.index_offset;
+    const std::vector<fk::UnitStats<double>> stats(3);
+    CHECK(contains(error_of([&] { fk::unit_statistics(mlp, head, X, {}, u, stats, fk::VectorView<double>{}); }),
+                   c.what));
+    std::vector<double> H(6, 0.0), draws(6);
+    CHECK(contains(error_of([&] {
+      fk::head_sample(head, fk::matrix_view<const double>(H.data(), 2, 3), 0, c.opt.samples,
+                      fk::matrix_view<double>(draws.data(), 2, 3), c.opt.index_offset);
+    }), c.what));
+  }
+}
+
 TEST_CASE_TEMPLATE("overflow: a non-finite result of finite inputs is an error naming the input row", T, float,
                    double) {
   // one linear layer into a Poisson head: h = 4 x, so x = h / 4 with h = 720 (float64) or

@@ -101,8 +101,6 @@ void check_label_layout(const Head& head, MatrixView<const T> y, i64 N, i64 C, c
   fisherkit::check_label_layout(head, y, N, C, name);
 }
 
-/// After every layout check: start the executor, then check values on the device: X and
-/// the weights finite, and (labels_of != nullptr) the labels in the head's support.
 /// The draw count and the first input's index (into the counter-based stream) of a
 /// sampled pass.
 inline void check_draws(i64 samples, i64 index_offset) {
@@ -110,6 +108,8 @@ inline void check_draws(i64 samples, i64 index_offset) {
   FISHERKIT_CHECK(index_offset >= 0, "argument 'index_offset' must be >= 0, got ", index_offset);
 }
 
+/// After every layout check: start the executor, then check values on the device: X and
+/// the weights finite, and (labels_of != nullptr) the labels in the head's support.
 template <class X, class T>
 void check_values(X& x, const Mlp<T>& mlp, MatrixView<const T> Xm, const Head* labels_of = nullptr,
                   MatrixView<const T> y = {}) {
