@@ -234,3 +234,36 @@ def test_single_row_with_zero_stride():
     w1 = np.random.default_rng(9).standard_normal(4)[None]  # a one-row weight with stride 0
     m1 = fisherkit.MLP([(m.weights[0], m.biases[0]), (w1, np.zeros(1))], "tanh", "gaussian")
     np.testing.assert_allclose(m1.forward(X)[:, 0], np.tanh(X @ m.weights[0].T + m.biases[0]) @ w1[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("offset", [0, 1])
+def test_wide_rows_are_streamed_correctly_at_every_alignment(dtype, offset):
+    """Rows of 4 SIMD vectors and more (32 float64 or 64 float32 values with AVX-512, half
+    that with AVX) go out by non-temporal stores after a scalar head that aligns them; the
+    narrower ones stay scalar. Fan-ins on both sides of both thresholds, an odd P (so the
+    rows of successive inputs start at every alignment), and an `out` one element off the
+    allocation's alignment, against the chain-rule references."""
+    rng = np.random.default_rng(11)
+    sizes = [130, 65, 64, 63, 33, 32, 31, 3]
+    m = fisherkit.MLP.init(sizes, "tanh", "categorical", seed=5, dtype=dtype, bias_std=0.3)
+    P, N = m.n_params, 11
+    assert P % 2 == 1
+    X = rng.standard_normal((N, sizes[0]))
+    y = rng.integers(0, 3, N)
+    layers, acts = model_layers(m), m.activations
+    Xr = X.astype(dtype).astype(np.float64)
+    want = np.array([nll_grad(layers, acts, "categorical", x, yy) for x, yy in zip(Xr, y)])
+    buf = np.full(N * P + offset, np.nan, dtype=dtype)
+    out = buf[offset:].reshape(N, P)
+    assert m.per_sample_grads(X, y, out=out) is out
+    assert np.isnan(buf[:offset]).all()
+    np.testing.assert_allclose(out, want, rtol=0, atol=TOL[dtype] * np.abs(want).max())
+    for chunk in (1, 4):  # other GEMM shapes: equal to rounding, not bit for bit
+        np.testing.assert_allclose(m.per_sample_grads(X, y, chunk=chunk), want, rtol=0,
+                                   atol=TOL[dtype] * np.abs(want).max())
+    jb = np.full(3 * 3 * P + offset, np.nan, dtype=dtype)
+    J = jb[offset:].reshape(3, 3, P)
+    m.jacobian(X[:3], out=J)
+    wantJ = np.array([analytic_jacobian(layers, acts, x) for x in Xr[:3]])
+    np.testing.assert_allclose(J, wantJ, rtol=0, atol=TOL[dtype] * np.abs(wantJ).max())
