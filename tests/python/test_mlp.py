@@ -14,6 +14,18 @@ HEADS = ["gaussian", "categorical", "bernoulli", "poisson"]
 TOL = {np.float64: 1e-11, np.float32: 2e-5}
 
 
+def close_to_scale(got, want, dtype):
+    """got equals want within TOL[dtype] of want's largest magnitude (entry-wise)."""
+    np.testing.assert_allclose(got, want, rtol=0, atol=TOL[dtype] * np.abs(want).max())
+
+
+def reference_grads(m, X, y):
+    """The per-sample gradients of a categorical model by the chain-rule reference, in
+    float64 from X rounded to the model's dtype."""
+    layers, Xr = model_layers(m), np.asarray(X).astype(m.dtype).astype(np.float64)
+    return np.array([nll_grad(layers, m.activations, "categorical", x, yy) for x, yy in zip(Xr, y)])
+
+
 def labels(head, n, c, rng):
     if head == "categorical":
         return rng.integers(0, c, n)
@@ -103,7 +115,7 @@ def test_float32_agrees_with_float64(dtype):
     G = m.per_sample_grads(X, y)
     assert G.dtype == dtype
     # relative to the scale of the gradients: float32 eps (1.2e-7) times depth x width slack
-    np.testing.assert_allclose(G, G64, rtol=0, atol=TOL[dtype] * np.abs(G64).max())
+    close_to_scale(G, G64, dtype)
 
 
 def test_chunk_and_layout_independence():
@@ -251,22 +263,19 @@ def test_wide_rows_are_streamed_correctly_at_every_alignment(dtype, offset):
     assert P % 2 == 1
     X = rng.standard_normal((N, sizes[0]))
     y = rng.integers(0, 3, N)
-    layers, acts = model_layers(m), m.activations
-    Xr = X.astype(dtype).astype(np.float64)
-    want = np.array([nll_grad(layers, acts, "categorical", x, yy) for x, yy in zip(Xr, y)])
+    want = reference_grads(m, X, y)
     buf = np.full(N * P + offset, np.nan, dtype=dtype)
     out = buf[offset:].reshape(N, P)
     assert m.per_sample_grads(X, y, out=out) is out
     assert np.isnan(buf[:offset]).all()
-    np.testing.assert_allclose(out, want, rtol=0, atol=TOL[dtype] * np.abs(want).max())
+    close_to_scale(out, want, dtype)
     for chunk in (1, 4):  # other GEMM shapes: equal to rounding, not bit for bit
-        np.testing.assert_allclose(m.per_sample_grads(X, y, chunk=chunk), want, rtol=0,
-                                   atol=TOL[dtype] * np.abs(want).max())
+        close_to_scale(m.per_sample_grads(X, y, chunk=chunk), want, dtype)
     jb = np.full(3 * 3 * P + offset, np.nan, dtype=dtype)
     J = jb[offset:].reshape(3, 3, P)
     m.jacobian(X[:3], out=J)
-    wantJ = np.array([analytic_jacobian(layers, acts, x) for x in Xr[:3]])
-    np.testing.assert_allclose(J, wantJ, rtol=0, atol=TOL[dtype] * np.abs(wantJ).max())
+    Xr = X[:3].astype(dtype).astype(np.float64)
+    close_to_scale(J, np.array([analytic_jacobian(model_layers(m), m.activations, x) for x in Xr]), dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -282,11 +291,5 @@ def test_activations_of_wide_layers_match_reference(act, dtype):
     m = fisherkit.MLP.init([5, 37, 70, 3], act, "categorical", seed=7, dtype=dtype, bias_std=0.5)
     X = np.vstack([2.0 * rng.standard_normal((9, 5)), 60.0 * rng.standard_normal((2, 5))])
     y = rng.integers(0, 3, len(X))
-    layers, acts = model_layers(m), m.activations
-    Xr = X.astype(dtype).astype(np.float64)
-    want = forward(layers, acts, Xr)
-    got = m.forward(X)
-    np.testing.assert_allclose(got, want, rtol=0, atol=TOL[dtype] * np.abs(want).max())
-    G = m.per_sample_grads(X, y)
-    wantG = np.array([nll_grad(layers, acts, "categorical", x, yy) for x, yy in zip(Xr, y)])
-    np.testing.assert_allclose(G, wantG, rtol=0, atol=TOL[dtype] * np.abs(wantG).max())
+    close_to_scale(m.forward(X), forward(model_layers(m), m.activations, X.astype(dtype).astype(np.float64)), dtype)
+    close_to_scale(m.per_sample_grads(X, y), reference_grads(m, X, y), dtype)
