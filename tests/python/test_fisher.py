@@ -391,13 +391,28 @@ def test_matrix_objects_against_dense_linear_algebra():
         assert F.trace() == pytest.approx(np.trace(D), rel=1e-12)
         assert F.frobenius() == pytest.approx(np.linalg.norm(D), rel=1e-12)
         ev = F.eigvalsh()
-        allev = np.sort(np.concatenate([np.ravel(e) for e in (ev if isinstance(ev, list) else [ev])]))
+        parts = [e.reshape(-1, e.shape[-1]) for e in (ev if isinstance(ev, list) else [ev])]
+        assert all((np.diff(e, axis=-1) >= 0).all() for e in parts), "eigvalsh is ascending, block by block"
+        allev = np.sort(np.concatenate([np.ravel(e) for e in parts]))
         np.testing.assert_allclose(allev, np.linalg.eigvalsh(D), rtol=1e-9, atol=1e-12)
         inv = F.inverse(damping=lam)
         if shape == "full":
             np.testing.assert_allclose(inv @ A, np.eye(model.n_params), atol=1e-9)
         elif shape == "diag":
             np.testing.assert_allclose(inv, 1 / np.diag(A), rtol=1e-12)
+        else:  # per layer: the inverse of each damped layer block, or of each damped unit block
+            lay = model.layout
+            for l, Il in enumerate(inv):
+                s = lay.layer_slice(l)
+                Dl = D[s, s]
+                if shape == "layer":
+                    np.testing.assert_allclose(Il, np.linalg.inv(Dl + lam * np.eye(len(Dl))), rtol=1e-9, atol=1e-9)
+                    continue
+                n_out, k = lay.sizes[l + 1], lay.unit_width[l]
+                for u in range(n_out):
+                    ix = np.r_[u * (k - 1):(u + 1) * (k - 1), n_out * (k - 1) + u]  # row u of W_l, then b_l[u]
+                    Du = Dl[np.ix_(ix, ix)]
+                    np.testing.assert_allclose(Il[u], np.linalg.inv(Du + lam * np.eye(k)), rtol=1e-9, atol=1e-9)
     # softmax Fishers are singular: undamped solves must name the block
     with pytest.raises(ValueError, match="not positive definite|not positive"):
         fisherkit.fisher(model, X, shape="layer").solve(np.ones(model.n_params))
