@@ -119,7 +119,9 @@ class NaturalGradient(_Optimizer):
     a third of the cost per step (80 against 225 ms); k = 10 was 17% worse and k = 20
     diverged.
     ``curvature_batch`` caps the number of rows of each batch used for the statistics (the
-    first rows; None: all). ``damping_mode``: ``"factored"`` for Martens & Grosse's factored
+    first rows; None: all). ``seed`` keys the label draws of the sampled estimators: the
+    statistics of step t are drawn with ``seed + t``, so each refresh draws new labels and a
+    run is reproducible (None: fresh entropy at every refresh). ``damping_mode``: ``"factored"`` for Martens & Grosse's factored
     damping with ``method="kfac"`` (see :func:`fisherkit.natgrad.natural_gradient`). With
     ``kfac`` and ``ekfac`` the running average is of the factors (and, for EKFAC, of the
     scales re-expressed in the averaged factors' eigenbases).

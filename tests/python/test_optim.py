@@ -124,3 +124,27 @@ def test_curvature_every_default_per_method_and_validation():
         optim.NaturalGradient(model, 0.1, curvature_every=2.5)
     with pytest.raises(ValueError, match="'curvature_every'"):
         optim.NaturalGradient(model, 0.1, curvature_every=0)
+
+
+def test_natural_gradient_refreshes_every_k_steps_with_new_draws(rng):
+    """curvature_every=3 with a sampled estimator, against a hand-written loop: the
+    statistics are recomputed at steps 0 and 3 only (at the parameters of those steps), and
+    step t draws its labels with seed + t, so the two refreshes use different draws."""
+    model, X, y = _problem(rng)
+    ref = model.copy()
+    kw = dict(method="diag", estimator="score", samples=2)
+    opt = optim.NaturalGradient(model, lr=0.2, damping=1e-2, seed=5, curvature_every=3, **kw)
+    theta = ref.flat_params().copy()
+    curv = None
+    for t in range(5):
+        ref.set_flat_params(theta)
+        if t % 3 == 0:
+            curv = natgrad.curvature(ref, X, seed=5 + t, **kw)
+        _, g = ref.gradient(X, y)
+        theta = theta - 0.2 * natgrad.natural_gradient(ref, None, g, method="diag", damping=1e-2, curvature=curv)
+        opt.step(X, y)
+        np.testing.assert_allclose(model.flat_params(), theta, rtol=0, atol=1e-12)
+    # the draws matter here: the statistics of step 3 with step 0's seed are another matrix
+    ref.set_flat_params(model.flat_params())
+    same_seed = natgrad.curvature(ref, X, seed=5, **kw).layers[0]["mii"]
+    assert not np.allclose(same_seed, natgrad.curvature(ref, X, seed=8, **kw).layers[0]["mii"])
