@@ -677,6 +677,13 @@ def test_merge_refuses_results_that_do_not_belong_together():
     assert merged.provenance.rows == ((0, 20),)
     with pytest.raises(ValueError, match="overlapping input rows"):
         a.merge(a)
+    # ranges sharing one row, and a range inside another, in either order
+    for lo, hi in ((9, 20), (3, 4), (0, 1)):
+        c = fisherkit.fisher(model, X[lo:hi], index_offset=lo, **kw)
+        for first, second in ((a, c), (c, a)):
+            with pytest.raises(ValueError, match=rf"overlapping input rows .*\[{lo}, {hi}\)"):
+                first.merge(second)
+    assert merged.merge(fisherkit.fisher(model, X[:1], index_offset=20, **kw)).provenance.rows == ((0, 21),)
     with pytest.raises(ValueError, match="different seeds"):
         a.merge(fisherkit.fisher(model, X[10:], index_offset=10, **{**kw, "seed": 8}))
     with pytest.raises(ValueError, match="different numbers of draws"):
