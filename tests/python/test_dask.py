@@ -236,6 +236,23 @@ def test_lazy_results_compose(problem):
     assert loss == pytest.approx(model.gradient(X, y)[0], rel=1e-12)
 
 
+def test_a_combine_task_leaves_its_inputs_unchanged():
+    """The reduction tree's combine step sums parts that other tasks produced; a retried or
+    shared task must find them as they were, so the sums go into copies."""
+    from fisherkit.distributed import _combine, _Part
+
+    first, second = np.arange(4.0), np.full(4, 10.0)
+    parts = [_Part(3, 7, (second, 2.0, None)), _Part(0, 3, (first, 1.0, None))]
+    out = _combine(parts)
+    assert (out.start, out.stop) == (0, 7)
+    np.testing.assert_array_equal(out.values[0], first + second)
+    assert out.values[1:] == (3.0, None)
+    np.testing.assert_array_equal(first, np.arange(4.0))
+    np.testing.assert_array_equal(second, np.full(4, 10.0))
+    with pytest.raises(RuntimeError, match=r"rows \[0, 3\) and \[4, 7\) do not tile"):
+        _combine([_Part(0, 3, (first,)), _Part(4, 7, (second,))])
+
+
 def test_default_threaded_scheduler(problem):
     model, X, _ = problem
     got = fisherkit.fisher(model, chunked(X, "rows1"), estimator="hessian", shape="unit", seed=3)
