@@ -96,6 +96,42 @@ def test_gaussian_log_prob_and_scores(a):
     np.testing.assert_allclose(pol.score_mean(obs, acts, w), w @ S / n, rtol=1e-10, atol=1e-12)
 
 
+def test_categorical_kl_and_entropy_by_enumeration():
+    """KL(old || new) and the entropy against sums over every action of log_prob."""
+    pol = _categorical()
+    obs = np.random.default_rng(3).standard_normal((6, pol.obs_dim))
+    every = [np.full(len(obs), a) for a in range(pol.n_actions)]
+    old = pol.distribution(obs)
+    lp_old = np.stack([pol.log_prob(obs, a) for a in every], axis=1)
+    p_old = np.exp(lp_old)
+    assert pol.entropy(obs) == pytest.approx(np.mean(-np.sum(p_old * lp_old, axis=1)), rel=1e-12)
+    assert pol.kl(obs, old) == pytest.approx(0.0, abs=1e-14)
+    pol.set_params(pol.params() + 0.3 * np.random.default_rng(4).standard_normal(pol.n_params))
+    lp_new = np.stack([pol.log_prob(obs, a) for a in every], axis=1)
+    ref = np.mean(np.sum(p_old * (lp_old - lp_new), axis=1))
+    assert ref > 1e-3
+    assert pol.kl(obs, old) == pytest.approx(ref, rel=1e-10)
+
+
+def test_gaussian_kl_and_entropy_against_monte_carlo():
+    """KL(old || new) = E_old[log old - log new] and the entropy -E[log pi], by Monte Carlo
+    over actions drawn from the policy, within 5 standard errors."""
+    pol = _gaussian()
+    rng = np.random.default_rng(5)
+    obs = np.repeat(rng.standard_normal((3, pol.obs_dim)), 100_000, axis=0)
+    acts = pol.act(obs, rng)
+    old = pol.distribution(obs)
+    lp_old = pol.log_prob(obs, acts)
+    neg = -lp_old
+    assert abs(pol.entropy(obs) - neg.mean()) < 5 * neg.std() / np.sqrt(len(neg))
+    theta = pol.params() + 0.2 * rng.standard_normal(pol.n_params)
+    theta[-2:] = [0.1, -0.2]  # log_std moves too, in both directions
+    pol.set_params(theta)
+    d = lp_old - pol.log_prob(obs, acts)
+    assert d.mean() > 0.05
+    assert abs(pol.kl(obs, old) - d.mean()) < 5 * d.std() / np.sqrt(len(d))
+
+
 def test_categorical_fisher_vector_product_by_enumeration():
     pol = _categorical(k=3)
     n = 5
