@@ -100,7 +100,8 @@ def block_structure(model: MLP, X: Any, y: Any = None, *, estimator: str = "exac
     (any size; exact estimator) k random pairs per class are drawn (``seed``) and their
     entries accumulated from per-sample backpropagated factors over chunks of ``chunk``
     inputs, O(N C P) time and no P x P memory; the squared entries are estimated without
-    the Monte Carlo bias of the mean (docs/maths/natgrad.rst#natgrad-unit-blocks).
+    the Monte Carlo bias of the mean (docs/maths/natgrad.rst#natgrad-unit-blocks), which
+    needs at least 2 inputs (ValueError otherwise).
     """
     check_model(model, host_only=True, what="block_structure")
     Xc, _ = model._inputs(X)
@@ -122,6 +123,9 @@ def block_structure(model: MLP, X: Any, y: Any = None, *, estimator: str = "exac
     if estimator != "exact":
         raise ValueError("argument 'estimator': sampled pairs support the exact estimator only")
     k = as_int(pairs, "pairs", minimum=1)
+    if Xc.shape[0] < 2:
+        raise ValueError("sampled pairs estimate squared entries without the bias of the mean's square, which "
+                         f"needs at least 2 inputs; argument 'X' has {Xc.shape[0]}")
     rng = np.random.default_rng(as_int(seed, "seed", minimum=0))
     P = la.size
     chosen: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -136,11 +140,24 @@ def block_structure(model: MLP, X: Any, y: Any = None, *, estimator: str = "exac
             have += int(ok.sum())
             tries += 1
         chosen[c] = (np.concatenate(a_list)[:k], np.concatenate(b_list)[:k])
+    rms = _pair_rms(model, Xc, chosen, as_int(chunk, "chunk", minimum=1))
+    counts = {c: int(a.size) for c, (a, _) in chosen.items()}
+    nan = {c: float("nan") for c in CLASSES}
+    return BlockStructure(rms, dict(nan), dict(nan), counts, float("nan"), True)
+
+
+def _pair_rms(model: MLP, Xc: np.ndarray, chosen: dict[str, tuple[np.ndarray, np.ndarray]],
+              chunk: int) -> dict[str, float]:
+    """Per class, the RMS over its pairs (a, b) of F_ab / sqrt(F_aa F_bb), with F_ab^2
+    estimated without the bias of the mean's square: (s1^2 - s2) / (N (N - 1)), s1 and s2
+    the sums over the N inputs of the per-input entries and of their squares."""
     N = Xc.shape[0]
-    s1 = {c: np.zeros(len(chosen[c][0])) for c in CLASSES}
-    s2 = {c: np.zeros(len(chosen[c][0])) for c in CLASSES}
+    la, ua, ja = _labels(model)
+    classes = list(chosen)
+    s1 = {c: np.zeros(len(chosen[c][0])) for c in classes}
+    s2 = {c: np.zeros(len(chosen[c][0])) for c in classes}
     diag = np.asarray(fisher(model, Xc, estimator="exact", shape="diag").values, dtype=np.float64)
-    for D, xt in _factors(model, Xc, as_int(chunk, "chunk", minimum=1)):
+    for D, xt in _factors(model, Xc, chunk):
         # per sample s and column c: d theta_a = D[l_a][u_a, s, c] xt[l_a][s, j_a]
         Dt = [np.ascontiguousarray(np.moveaxis(Dl, 2, 0)) for Dl in D]  # (m, n, C): unit rows contiguous
         n_rows = xt[0].shape[0]
@@ -153,21 +170,19 @@ def block_structure(model: MLP, X: Any, y: Any = None, *, estimator: str = "exac
                 out[sel] = Dt[l][ua[ii]] * xt[l][:, ja[ii]].T[:, :, None]
             return out
 
-        for c in CLASSES:
+        for c in classes:
             a, b = chosen[c]
             t = np.einsum("psc,psc->ps", column(a), column(b))  # (pairs, n): per-sample products
             s1[c] += t.sum(axis=1)
             s2[c] += (t * t).sum(axis=1)
-    rms, counts = {}, {}
-    for c in CLASSES:
+    rms = {}
+    for c in classes:
         a, b = chosen[c]
         sq = (s1[c] ** 2 - s2[c]) / (N * (N - 1))  # unbiased estimate of F_ab^2
         den = diag[a] * diag[b]
         good = den > 0
         rms[c] = float(np.sqrt(max(np.mean(sq[good] / den[good]), 0.0))) if good.any() else float("nan")
-        counts[c] = int(a.size)
-    nan = {c: float("nan") for c in CLASSES}
-    return BlockStructure(rms, dict(nan), dict(nan), counts, float("nan"), True)
+    return rms
 
 
 def _factors(model: MLP, X: np.ndarray, chunk: int) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:

@@ -71,6 +71,45 @@ def test_sampled_mode_agrees_with_full(rng):
         assert samp.rms[c] == pytest.approx(full.rms[c], rel=0.25), c
 
 
+def test_sampled_estimate_of_every_pair_matches_per_input_fishers(rng):
+    """The sampled mode's estimator, given every pair of each class: F_ab^2 estimated by
+    (s1^2 - s2) / (N (N - 1)) from the per-input Fishers F_n (each its own fisher call), over
+    the diagonal of the mean, against explicit loops. N = 4 makes the bias correction large."""
+    from fisherkit.structure import _pair_rms
+
+    model = fk.MLP.init([3, 4, 2, 2], activation="tanh", head="categorical", seed=5, bias_std=0.5)
+    X = rng.standard_normal((4, 3))
+    own = _owner(model.sizes)
+    P, N = len(own), len(X)
+    Fn = [np.asarray(fk.fisher(model, X[n:n + 1], shape="full").to_dense()) for n in range(N)]
+    d = np.diag(sum(Fn) / N)
+    pairs = {c: ([], []) for c in CLASSES}
+    ref = {c: [] for c in CLASSES}
+    for a in range(P):
+        for b in range(P):
+            (la, ua, ja), (lb, ub, jb) = own[a], own[b]
+            if a == b:
+                continue
+            if la == lb and ua == ub:
+                cls = ["same_unit"]
+            elif la == lb:
+                cls = ["same_layer", "same_layer_same_input" if ja == jb else "same_layer_other_input"]
+            else:
+                cls = ["across_layers"] + (["adjacent_layers"] if abs(la - lb) == 1 else [])
+            s1 = sum(F[a, b] for F in Fn)
+            s2 = sum(F[a, b] ** 2 for F in Fn)
+            for c in cls:
+                pairs[c][0].append(a)
+                pairs[c][1].append(b)
+                ref[c].append((s1 * s1 - s2) / (N * (N - 1)) / (d[a] * d[b]))
+    chosen = {c: (np.array(a), np.array(b)) for c, (a, b) in pairs.items()}
+    got = _pair_rms(model, X, chosen, chunk=3)  # two chunks
+    for c in CLASSES:
+        assert got[c] == pytest.approx(np.sqrt(max(np.mean(ref[c]), 0.0)), rel=1e-9), c
+    with pytest.raises(ValueError, match="at least 2 inputs"):
+        block_structure(model, X[:1], pairs=5)
+
+
 def test_bad_arguments(rng):
     model = fk.MLP.init([2, 3, 2], seed=1)
     X = rng.standard_normal((5, 2))
