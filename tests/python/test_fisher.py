@@ -717,6 +717,36 @@ def test_fingerprint_of_large_arrays_samples_but_sees_a_training_step():
     assert same.fingerprint() != model.fingerprint()
 
 
+def test_fingerprint_sees_everything_the_model_computes_with():
+    """Each of activation, head, sigma, dtype, a layer's bias (present but zero), and one
+    weight changes the fingerprint; so merge refuses estimates across any of them."""
+    model = fisherkit.MLP.init([3, 4, 2], "tanh", "gaussian", seed=3, bias_std=0.1)
+    W, b = model.layers[1]
+    no_bias = fisherkit.MLP([model.layers[0], (W, None)], model.activations, "gaussian")
+    zero_bias = fisherkit.MLP([model.layers[0], (W, np.zeros_like(b))], model.activations, "gaussian")
+    nudged = model.copy()
+    theta = nudged.flat_params()
+    theta[5] += 1e-12
+    nudged.set_flat_params(theta)
+    L = model.layers  # the same weights and biases, one other setting each
+    others = {"activation": fisherkit.MLP(L, "erf", "gaussian"),
+              "head": fisherkit.MLP(L, "tanh", "poisson"),
+              "sigma": fisherkit.MLP(L, "tanh", "gaussian", sigma=2.0),
+              "dtype": fisherkit.MLP(L, "tanh", "gaussian", dtype=np.float32),
+              "one weight": nudged}
+    assert fisherkit.MLP(L, "tanh", "gaussian").fingerprint() == model.fingerprint()
+    assert model.copy().fingerprint() == model.fingerprint()
+    assert no_bias.fingerprint() != zero_bias.fingerprint()
+    for what, other in others.items():
+        assert other.fingerprint() != model.fingerprint(), what
+    X = np.random.default_rng(4).standard_normal((6, 3))
+    a = fisherkit.fisher(model, X[:3])
+    with pytest.raises(ValueError, match="different models"):
+        a.merge(fisherkit.fisher(others["sigma"], X[3:], index_offset=3))
+    with pytest.raises(ValueError, match="different models"):
+        a.merge(fisherkit.fisher(others["activation"], X[3:], index_offset=3))
+
+
 def test_unit_block_solve_of_wide_blocks_uses_the_blocked_cholesky_correctly():
     """Blocks wider than 128 take the blocked Cholesky (panels of 64): solves agree with dense
     algebra, and a singular block is named."""
