@@ -450,6 +450,36 @@ TEST_CASE("checks: every estimator pass refuses no draws, a negative offset and 
   }
 }
 
+TEST_CASE("checks: a layer subset must hold ascending indices of existing layers") {
+  Net<double> net;
+  const auto mlp = net.host_mlp();
+  const fk::Head head{fk::HeadKind::categorical, 1.0};
+  const auto X = fk::matrix_view<const double>(net.X.data(), net.N, 4);
+  std::vector<double> out(static_cast<size_t>(mlp.layout().size(fk::Shape::layer)));
+  fk::FisherOptions opt;
+  opt.shape = fk::Shape::layer;
+  using fisherkit_test::contains;
+  using fisherkit_test::error_of;
+  const std::string want = "argument 'layers' must hold ascending layer indices in [0, 3), got ";
+  for (const auto& layers : std::vector<std::vector<std::int64_t>>{{3}, {0, 3}, {-1}, {1, 1}, {2, 0}}) {
+    opt.layers = layers;
+    CAPTURE(layers.back());
+    CHECK(contains(error_of([&] { fk::fisher(mlp, head, X, {}, opt, fk::vector_view(out.data(), out.size())); }),
+                   want));
+  }
+  opt.layers = {0, 2};  // a valid subset: the two blocks, packed in order
+  const std::int64_t P0 = mlp.layout().layer_params(1), P2 = mlp.layout().layer_params(3);
+  std::vector<double> sub(static_cast<size_t>(P0 * P0 + P2 * P2));
+  fk::fisher(mlp, head, X, {}, opt, fk::vector_view(sub.data(), sub.size()));
+  opt.layers.clear();
+  fk::fisher(mlp, head, X, {}, opt, fk::vector_view(out.data(), out.size()));
+  const std::int64_t off2 = mlp.layout().offset(fk::Shape::layer, 3);
+  auto close = [](double a, double b) { return std::abs(a - b) <= 1e-12 * (1.0 + std::abs(b)); };
+  for (std::int64_t i = 0; i < P0 * P0; ++i) CHECK(close(sub[static_cast<size_t>(i)], out[static_cast<size_t>(i)]));
+  for (std::int64_t i = 0; i < P2 * P2; ++i)
+    CHECK(close(sub[static_cast<size_t>(P0 * P0 + i)], out[static_cast<size_t>(off2 + i)]));
+}
+
 TEST_CASE_TEMPLATE("overflow: a non-finite result of finite inputs is an error naming the input row", T, float,
                    double) {
   // one linear layer into a Poisson head: h = 4 x, so x = h / 4 with h = 720 (float64) or

@@ -331,6 +331,21 @@ def test_ekfac_is_never_farther_than_kfac(seed, estimator):
 
 
 # ---------------------------------------------------------------------------- kfac_error
+def test_kfac_error_of_chunks_wider_than_a_gamma_group():
+    """Chunks of more than 32 inputs (the packed Gammas are formed in groups of 32) and a last
+    partial group: the distances against dense norms of fisher's layer, KFAC and EKFAC blocks."""
+    model = make([3, 4, 3], ["tanh"], "categorical", seed=11)
+    X = np.random.default_rng(12).standard_normal((71, 3))
+    F = fisherkit.fisher(model, X, shape="layer")
+    for chunk in (None, 40, 71):
+        err = fisherkit.kfac_error(model, X, chunk=chunk)
+        K, E = fisherkit.fisher(model, X, shape="kfac"), err.estimate
+        for l in range(model.n_layers):
+            nf = np.linalg.norm(F.blocks[l])
+            assert abs(err.kfac[l] - np.linalg.norm(F.blocks[l] - K.layer(l)) / nf) < 1e-10, (chunk, l)
+            assert abs(err.ekfac[l] - np.linalg.norm(F.blocks[l] - E.layer(l)) / nf) < 1e-10, (chunk, l)
+
+
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 @pytest.mark.parametrize("sizes,head", [([3, 4, 3], "categorical"),  # packed Gamma Grams
                                         ([3, 9, 2], "categorical"),  # n_out + 1 > 2 C^2: backward-row Grams

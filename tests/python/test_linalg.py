@@ -309,6 +309,12 @@ def test_rank1_batched_and_long(rng):
     lam = 5.0
     ref = (g - psi * (np.dot(psi, g) / (lam + np.dot(psi, psi)))) / lam
     assert rel_err(linalg.rank1_solve(psi, g, lam), ref) <= 1e-12
+    # several long rows: each row its own split dot products and update
+    psi, g = rng.normal(size=(3, p)), rng.normal(size=(3, p))
+    x = linalg.rank1_solve(psi, g, lam)
+    for i in range(3):
+        ref = (g[i] - psi[i] * (np.dot(psi[i], g[i]) / (lam + np.dot(psi[i], psi[i])))) / lam
+        assert rel_err(x[i], ref) <= 1e-12, i
 
 
 def test_rank1_float32(rng):
@@ -410,3 +416,25 @@ def test_cupy_inputs_not_implemented():
         linalg.dpr2_solve(a, cupy.ones((2, 3, 2)), cupy.zeros((2, 2, 2)), a)
     with pytest.raises(TypeError, match="different devices"):
         linalg.dpr2_solve(a, np.ones((2, 3, 2)), np.zeros((2, 2, 2)), np.ones((2, 3)))
+
+
+def test_dpr2_solve_with_status_marks_and_fills_failed_blocks():
+    """With a status array (the GPU's protocol, open to C++ and binding callers) a failed block
+    reports its code there and comes back all NaN, every right-hand side; the others solve."""
+    from fisherkit._loader import _core
+
+    B, n, k = 3, 3, 2
+    d = np.ones((B, n))
+    d[1, 0] = -5.0  # block 1: not positive
+    U = np.ones((B, 2 * n))
+    S = np.tile(np.eye(2).ravel(), (B, 1))
+    rhs = np.random.default_rng(0).standard_normal((B, n * k))
+    out = np.zeros((B, n * k))
+    status = np.full(B, -1, dtype=np.int32)
+    _core.dpr2_solve(d, U, S, rhs, k, 0.0, out, status)
+    assert status[0] == 0 and status[2] == 0 and status[1] != 0
+    assert np.isnan(out[1]).all()
+    for b in (0, 2):
+        Ub = U[b].reshape(n, 2)
+        A = np.diag(d[b]) + Ub @ S[b].reshape(2, 2) @ Ub.T
+        np.testing.assert_allclose(out[b].reshape(n, k), np.linalg.solve(A, rhs[b].reshape(n, k)), rtol=1e-12)

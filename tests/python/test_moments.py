@@ -433,6 +433,31 @@ def test_spectral_constants_bound_the_true_extremes(head):
                 assert kmax <= 1.0 / 3.0 + 1e-15
 
 
+def test_spectral_constants_are_the_documented_bounds_not_weaker_ones():
+    """Where lambda and k are bounds rather than exact values, they are the documented
+    formulas (a looser bound would still pass the validity checks above): categorical
+    k_max = min(1/3, 2 min(max p, 1/2)); Bernoulli k_min = max(min v^2, 1 / sum_c 1/(v_c (1 - 3 v_c)))
+    and k_max = max(max kappa4_c, 0) + 3 max v^2, kappa4 = v (1 - 6 v) the fourth cumulant."""
+    H = np.array([[0.0, 0.1, -0.2, 0.05, 0.3, -0.1, 0.2, 0.0],   # categorical: 2 lambda_max < 1/3
+                  [3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],      # 1/3 < 2 lambda_max
+                  np.zeros(8),                                    # Bernoulli v = 1/4: min v^2 wins
+                  np.linspace(-4.0, 4.0, 8)])                     # Bernoulli: the harmonic term wins
+    sp = np.empty((4, 4))
+    _core.head_spectral_constants("categorical", 1.0, H, sp)
+    for n in (0, 1):
+        p = np.exp(H[n] - H[n].max())
+        p /= p.sum()
+        assert sp[n, 3] == pytest.approx(min(1 / 3, 2 * min(p.max(), 0.5)), rel=1e-14)
+    assert sp[0, 3] < 1 / 3 - 1e-3
+    _core.head_spectral_constants("bernoulli", 1.0, H, sp)
+    for n in (2, 3):
+        v = 1 / (1 + np.exp(-H[n])) * (1 / (1 + np.exp(H[n])))
+        kmin = max(v.min() ** 2, 1 / np.sum(1 / (v * (1 - 3 * v))))
+        kmax = max((v * (1 - 6 * v)).max(), 0.0) + 3 * v.max() ** 2
+        np.testing.assert_allclose(sp[n], [v.min(), v.max(), kmin, kmax], rtol=1e-13)
+    assert sp[2, 2] == pytest.approx(1 / 16, rel=1e-14)
+
+
 def test_categorical_fourth_moment_supremum_is_below_k_max():
     """p = (q, 1-q, ~0, ...), q = (3 - sqrt 3)/6, u = (e1 - e2)/sqrt 2 approaches 1/3."""
     qv = (3 - math.sqrt(3)) / 6

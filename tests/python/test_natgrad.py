@@ -519,3 +519,45 @@ def test_compiled_unit_solvers_against_dense_algebra(rng, m, n):
     np.testing.assert_allclose(dW, gW / Mii, rtol=1e-14)
     with pytest.raises(ValueError, match="unit 0.*damping"):
         _core.quasi_diagonal_solve(np.zeros(m), None, mii, gW, gb, 0.0, dW, db)
+
+
+@pytest.mark.parametrize("method", ["unit", "unit-meanfield", "unit-correlated", "quasi-diagonal", "diag"])
+@pytest.mark.parametrize("estimator", ["exact", "score", "empirical", "bpm"])
+def test_curvature_and_gradient_is_curvature_plus_gradient(method, estimator):
+    """The one pass that also backpropagates the labels' residual row gives the statistics of
+    curvature() (same draws) and the loss and gradient of MLP.gradient: the residual row must
+    not be read as a metric row."""
+    model = fk.MLP.init([3, 5, 4, 3], "tanh", "categorical", seed=0, bias_std=0.3)
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((6, 3)), rng.integers(0, 3, 6)
+    kw = dict(method=method, estimator=estimator, samples=2, seed=4)
+    both, loss, g = natgrad.curvature_and_gradient(model, X, y, **kw)
+    alone = natgrad.curvature(model, X, y=y if estimator == "empirical" else None, **kw)
+    loss_ref, g_ref = model.gradient(X, y)
+    assert loss == pytest.approx(loss_ref, rel=1e-13)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-12, atol=1e-15)
+    for l, (a, b) in enumerate(zip(both.layers, alone.layers)):
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-12, atol=1e-15, err_msg=f"layer {l}, {key}")
+
+
+def test_unit_statistics_key_their_draws_by_global_row():
+    """The compiled statistics pass draws input n's labels from (seed, index_offset + n), as
+    fisher does: rows 5.. of one call over all rows are a call over those rows at offset 5.
+    (The Python layer passes offset 0; C++ callers and the bindings stream with it.)"""
+    from fisherkit._loader import _core
+
+    model = fk.MLP.init([3, 4, 3], "tanh", "categorical", seed=0)
+    X = np.random.default_rng(1).standard_normal((10, 3))
+
+    def g2(Xs, offset):
+        req = [{"g2": np.empty((len(Xs), n))} for n in model.sizes[1:]]
+        _core.unit_statistics(*model._core_args(), model.head, model.sigma, Xs, None, "score", 2, 7, offset, 0,
+                              req, None, None)
+        return [r["g2"] for r in req]
+
+    whole, tail, unkeyed = g2(X, 0), g2(X[5:], 5), g2(X[5:], 0)
+    for a, b, c in zip(whole, tail, unkeyed):
+        np.testing.assert_array_equal(a[5:], b)
+        assert not np.allclose(a[5:], c)

@@ -475,6 +475,27 @@ def test_population_exact_estimator_is_x_part_only():
 
 
 # ============================================================================ O7 bounds
+def test_trace_of_a_bias_free_model_is_the_sum_of_the_full_variance():
+    """shape='trace' takes the C x C Gram of the output Jacobian: layers without bias add
+    no constant input to its norms."""
+    for bias in (False, [True, False]):
+        model = fisherkit.MLP.init([3, 4, 3], "tanh", "categorical", seed=1, bias=bias, bias_std=0.3)
+        X = np.random.default_rng(2).standard_normal((5, 3))
+        for est in ("score", "hessian"):
+            full = fv.variance(model, X, estimator=est, shape="full").matrix
+            assert fv.variance(model, X, estimator=est, shape="trace") == pytest.approx(full.sum(), rel=1e-12)
+
+
+def test_categorical_score_lower_bounds_are_raised_to_zero():
+    """k_min = 0 for the categorical head, so every per-input lower bound ||J||^4 k_min - F^2
+    is negative and is raised to 0: the lower bound is exactly zero."""
+    model = fisherkit.MLP.init([3, 4, 3], "tanh", "categorical", seed=1, bias_std=0.3)
+    X = np.random.default_rng(2).standard_normal((5, 3))
+    lo, hi = fv.variance_bounds(model, X, "score")
+    assert (lo.values == 0.0).all()
+    assert (hi.values >= fv.variance(model, X, shape="diag").values).all()
+
+
 def test_bounds_gaussian_equality_and_golden():
     m = golden_model("gaussian", sigma=0.8)
     X = inputs(5, 2)
