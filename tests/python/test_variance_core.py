@@ -60,6 +60,8 @@ CASES = [
     ([3, 4, 3, 2], "softplus", "bernoulli"),
     ([2, 3, 3, 3, 2], "erf", "gaussian"),
     ([2, 3, 2, 2], "tanh", "poisson"),
+    ([2, 3, 3, 2], "silu", "categorical"),            # phi'' of the activations not above
+    ([2, 3, 3, 2], "gelu", "gaussian"),
 ]
 
 
