@@ -121,10 +121,11 @@ class NaturalGradient(_Optimizer):
     ``curvature_batch`` caps the number of rows of each batch used for the statistics (the
     first rows; None: all). ``seed`` keys the label draws of the sampled estimators: the
     statistics of step t are drawn with ``seed + t``, so each refresh draws new labels and a
-    run is reproducible (None: fresh entropy at every refresh). ``damping_mode``: ``"factored"`` for Martens & Grosse's factored
-    damping with ``method="kfac"`` (see :func:`fisherkit.natgrad.natural_gradient`). With
-    ``kfac`` and ``ekfac`` the running average is of the factors (and, for EKFAC, of the
-    scales re-expressed in the averaged factors' eigenbases).
+    run is reproducible (None: fresh entropy at every refresh). ``damping_mode``:
+    ``"factored"`` for Martens & Grosse's factored damping with ``method="kfac"`` (see
+    :func:`fisherkit.natgrad.natural_gradient`). With ``kfac`` and ``ekfac`` the running
+    average is of the factors (and, for EKFAC, of the scales re-expressed in the averaged
+    factors' eigenbases).
     """
 
     def __init__(self, model: MLP, lr: float, method: str = "unit-meanfield", damping: float = 1e-3,
