@@ -407,6 +407,21 @@ def test_misaligned_inputs_are_copied_once_and_give_the_same_result(rng):
     np.testing.assert_array_equal(mm.forward(X), m.forward(X))
 
 
+def test_narrowing_to_float32_names_the_overflow_not_a_nan(rng):
+    """Finite float64 inputs beyond float32's range become inf when converted for a float32
+    model: the error says so, rather than reporting NaN or Inf the caller never passed."""
+    m = fisherkit.MLP.init([3, 4, 2], seed=0, dtype=np.float32)
+    X = rng.standard_normal((4, 3))
+    X[2, 1] = 1e300
+    for call in (lambda: fisherkit.fisher(m, X), lambda: m.forward(X),
+                 lambda: m.per_sample_grads(X, np.zeros(4, int))):
+        with pytest.raises(ValueError, match="argument 'X' has finite values beyond the range of float32"):
+            call()
+    with pytest.raises(ValueError, match="argument 'X' contains NaN or Inf"):  # a real inf stays that error
+        X[2, 1] = np.inf
+        m.forward(X)
+
+
 def test_the_compiled_boundary_refuses_misaligned_arrays(rng):
     m = fisherkit.MLP.init([3, 4, 2], seed=0)
     Xm = _misaligned(rng.standard_normal((6, 3)))
