@@ -144,7 +144,8 @@ def test_natural_gradient_refreshes_every_k_steps_with_new_draws(rng):
         theta = theta - 0.2 * natgrad.natural_gradient(ref, None, g, method="diag", damping=1e-2, curvature=curv)
         opt.step(X, y)
         np.testing.assert_allclose(model.flat_params(), theta, rtol=0, atol=1e-12)
-    # the draws matter here: the statistics of step 3 with step 0's seed are another matrix
+    # the draws matter here (else a wrong seed could not fail the loop above): two seeds give
+    # two different sets of statistics
     ref.set_flat_params(model.flat_params())
     same_seed = natgrad.curvature(ref, X, seed=5, **kw).layers[0]["mii"]
     assert not np.allclose(same_seed, natgrad.curvature(ref, X, seed=8, **kw).layers[0]["mii"])

@@ -20,6 +20,16 @@ def _owner(sizes):
     return out
 
 
+def _classes(owner_a, owner_b):
+    """The classes of an off-diagonal pair of parameters, from their (layer, unit, input)."""
+    (la, ua, ja), (lb, ub, jb) = owner_a, owner_b
+    if la == lb and ua == ub:
+        return ["same_unit"]
+    if la == lb:
+        return ["same_layer", "same_layer_same_input" if ja == jb else "same_layer_other_input"]
+    return ["across_layers"] + (["adjacent_layers"] if abs(la - lb) == 1 else [])
+
+
 def test_full_mode_matches_loops(rng):
     model = fk.MLP.init([3, 5, 1, 2], activation="tanh", head="gaussian", seed=41, bias_std=0.2)
     X = rng.standard_normal((200, 3))
@@ -32,22 +42,12 @@ def test_full_mode_matches_loops(rng):
     inb = 0.0
     for a in range(P):
         for b in range(P):
-            (la, ua, ja), (lb, ub, jb) = own[a], own[b]
-            if la == lb and ua == ub:
+            if own[a][:2] == own[b][:2]:
                 inb += F[a, b] ** 2
             if a == b:
                 continue
             cn = F[a, b] / np.sqrt(F[a, a] * F[b, b])
-            cls = []
-            if la == lb and ua == ub:
-                cls.append("same_unit")
-            elif la == lb:
-                cls += ["same_layer", "same_layer_same_input" if ja == jb else "same_layer_other_input"]
-            else:
-                cls.append("across_layers")
-                if abs(la - lb) == 1:
-                    cls.append("adjacent_layers")
-            for c in cls:
+            for c in _classes(own[a], own[b]):
                 vals[c].append(cn)
                 mass[c] += F[a, b] ** 2
     assert res.in_block_mass == pytest.approx(inb, rel=1e-12)
@@ -87,18 +87,11 @@ def test_sampled_estimate_of_every_pair_matches_per_input_fishers(rng):
     ref = {c: [] for c in CLASSES}
     for a in range(P):
         for b in range(P):
-            (la, ua, ja), (lb, ub, jb) = own[a], own[b]
             if a == b:
                 continue
-            if la == lb and ua == ub:
-                cls = ["same_unit"]
-            elif la == lb:
-                cls = ["same_layer", "same_layer_same_input" if ja == jb else "same_layer_other_input"]
-            else:
-                cls = ["across_layers"] + (["adjacent_layers"] if abs(la - lb) == 1 else [])
             s1 = sum(F[a, b] for F in Fn)
             s2 = sum(F[a, b] ** 2 for F in Fn)
-            for c in cls:
+            for c in _classes(own[a], own[b]):
                 pairs[c][0].append(a)
                 pairs[c][1].append(b)
                 ref[c].append((s1 * s1 - s2) / (N * (N - 1)) / (d[a] * d[b]))
