@@ -216,6 +216,10 @@ struct CudaExec {
     check_cuda(cudaGetLastError(), "a fisherkit kernel launch");
   }
 
+  /// The stores and GEMMs of a pass stay separate kernels (see the host executor's).
+  template <class T>
+  static constexpr bool fuses_products = false;
+
   /// Rows of parameter-gradient form (see the host executor's outer_rows); `stream` is a
   /// host cache hint.
   template <class T>

@@ -249,6 +249,36 @@ def test_single_row_with_zero_stride():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_first_layer_products_do_not_depend_on_chunk_or_alignment(dtype):
+    """In float64 the host computes the first layer's products X W_1^T of per-sample
+    gradients itself: the first chunk's alone, every later chunk's in the loop that stores
+    the chunk before. All of them sum in one order, which depends neither on the chunk a row
+    falls in nor on where `out` lies: the rows are bit-equal for every chunk size and
+    alignment of `out`. In float32 (BLAS's products, whose sums may follow the row count)
+    they are bit-equal across alignments and equal to rounding across chunk sizes. Fan-in
+    131: whole SIMD vectors and a remainder; an odd P, so rows start at every alignment."""
+    rng = np.random.default_rng(12)
+    m = fisherkit.MLP.init([131, 17, 3], "tanh", "categorical", seed=6, dtype=dtype, bias_std=0.3)
+    P, N = m.n_params, 13
+    X = rng.standard_normal((N, 131))
+    y = rng.integers(0, 3, N)
+    base = m.per_sample_grads(X, y, chunk=N)  # one chunk: no products computed beside stores
+    close_to_scale(base, reference_grads(m, X, y), dtype)
+    for chunk in (1, 2, 5, 12):
+        first = None
+        for offset in (0, 1, 3):
+            buf = np.full(N * P + offset, np.nan, dtype=dtype)
+            out = buf[offset:].reshape(N, P)
+            m.per_sample_grads(X, y, chunk=chunk, out=out)
+            first = out.copy() if first is None else first
+            np.testing.assert_array_equal(out, first, err_msg=f"chunk={chunk} offset={offset}")
+        if dtype == np.float64:
+            np.testing.assert_array_equal(first, base, err_msg=f"chunk={chunk}")
+        else:
+            close_to_scale(first, base, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("offset", [0, 1])
 def test_wide_rows_are_streamed_correctly_at_every_alignment(dtype, offset):
     """Rows of 4 SIMD vectors and more (32 float64 or 64 float32 values with AVX-512, half

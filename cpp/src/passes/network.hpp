@@ -6,6 +6,13 @@
 
 namespace fisherkit::passes {
 
+/// The leading dimension of a view's rows for BLAS: a single row may come with any row
+/// stride (NumPy gives x[None] stride 0), and BLAS needs one >= the row length.
+template <class T>
+i64 row_ld(MatrixView<const T> v) {
+  return v.rows <= 1 ? v.cols : v.row_stride;
+}
+
 /// Per-chunk forward state, l = 1..L (z) and l = 1..L-1 (a, phi', phi''). Buffers are kept
 /// between chunks (allocated once per call, grown when a chunk is larger).
 template <class X, class T>
@@ -22,19 +29,20 @@ struct Forward {
   /// a_l (l = 0..L-1) as a pointer with leading dimension act_ld(l).
   const T* act(i64 l) const { return l == 0 ? x0.data : a[l].data(); }
   i64 act_ld(const Mlp<T>& m, i64 l) const {
-    // a single row may come with any row stride (NumPy gives x[None] stride 0); BLAS needs
-    // a leading dimension >= the row length
-    if (l == 0) return x0.rows <= 1 ? x0.cols : x0.row_stride;
+    if (l == 0) return row_ld(x0);
     return m.widths()[l];
   }
   const T* h() const { return z.back().data(); }
 };
 
 /// Forward pass over the chunk Xc. need_d1 / need_d2: also keep phi' / phi''. Overflow in
-/// the pass (inputs or weights too large) is an error naming the first input row.
+/// the pass (inputs or weights too large) is an error naming the first input row. With
+/// `z1_given`, f.z[1] already holds the first layer's products Xc W_1^T (n x n_1, computed by
+/// the caller into the buffer of an earlier chunk at least as large), which the pass then
+/// takes instead of its GEMM.
 template <class X, class T>
 void forward(X& x, const Mlp<T>& mlp, MatrixView<const T> Xc, Forward<X, T>& f, bool need_d1, bool need_d2,
-             i64 row0 = 0) {
+             i64 row0 = 0, bool z1_given = false) {
   const i64 L = mlp.n_layers(), n = Xc.rows;
   const auto& w = mlp.widths();
   f.n = n;
@@ -43,8 +51,9 @@ void forward(X& x, const Mlp<T>& mlp, MatrixView<const T> Xc, Forward<X, T>& f, 
     const i64 no = w[l], ni = w[l - 1];
     const auto& layer = mlp.layer(l);
     f.z[l].resize(n * no);
-    x.gemm(false, true, n, no, ni, T(1), f.act(l - 1), f.act_ld(mlp, l - 1), layer.weight.data,
-           layer.weight.row_stride, T(0), f.z[l].data(), no);
+    if (l > 1 || !z1_given)
+      x.gemm(false, true, n, no, ni, T(1), f.act(l - 1), f.act_ld(mlp, l - 1), layer.weight.data,
+             layer.weight.row_stride, T(0), f.z[l].data(), no);
     const bool hidden = l < L;
     if (hidden) {
       f.a[l].resize(n * no);
