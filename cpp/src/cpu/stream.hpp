@@ -128,9 +128,9 @@ inline void lanes_dots(const T* b, std::int64_t ldb, const T* w, std::int64_t n,
     for (std::int64_t k = j; k < n; ++k) z[i] += b[i * ldb + k] * w[k];
 }
 
-/// scaled_row(dst, d, a, n, true), and the dot product of b and w (lanes_dots) in the same loop: the
-/// multiply-adds of a GEMM run beneath the streaming stores, whose bandwidth bounds the
-/// loop. The sum does not depend on where dst lies.
+/// scaled_row(dst, d, a, n, true), and the dot product of b and w (in the order of
+/// lanes_dots) in the same loop: the multiply-adds of a GEMM run beneath the streaming
+/// stores, whose bandwidth bounds the loop. The sum does not depend on where dst lies.
 template <class T>
 inline T scaled_row_dot(T* dst, T d, const T* a, std::int64_t n, const T* b, const T* w) {
   using L = Lanes<T>;
