@@ -170,35 +170,16 @@ class HostExec {
   template <class T>
   static constexpr bool fuses_products = sizeof(T) == 8;
 
-  /// Z (n2 x no) = B W^T for B (n2 x ni, leading dimension ldb) and W (no x ni, ldw), the
-  /// next chunk's products with the weights of the layer whose rows go out here by
+  /// Z (n2 x no, n2 <= rows) = B W^T for B (n2 x ni, leading dimension ldb) and W (no x ni,
+  /// ldw), the next chunk's products with the weights of the layer whose rows go out here by
   /// outer_rows(base, ld, 1, 0, D, rows, no, A, lda, ni, bias, true). Row r of the stores
   /// carries row r of the product, so its multiply-adds run beneath the streaming stores that
-  /// bound the loop; with rows = 0 (no stores: the first chunk) the products alone. Every
-  /// entry of Z sums in the order of lanes_dots, whichever chunk it belongs to.
+  /// bound the loop.
   template <class T>
   void outer_rows_next(T* base, std::int64_t ld, const T* D, std::int64_t rows, std::int64_t no, const T* A,
                        std::int64_t lda, std::int64_t ni, bool bias, const T* B, std::int64_t ldb, const T* W,
                        std::int64_t ldw, T* Z, std::int64_t n2) {
-    if (no <= 0) return;
-    if (n2 > rows) {  // the products of rows without stores, four at a time
-      constexpr std::int64_t R = 4;
-      const std::int64_t r0 = rows, blocks = (n2 - r0 + R - 1) / R;
-      detail::parallel_for(blocks, R * no * ni, [&](std::int64_t k) {
-        const std::int64_t r = r0 + k * R, m = n2 - r < R ? n2 - r : R;
-        T z[R];
-        for (std::int64_t u = 0; u < no; ++u) {
-          const T* b = B + r * ldb;
-          if (m == R) {
-            lanes_dots<R>(b, ldb, W + u * ldw, ni, z);
-          } else {
-            for (std::int64_t i = 0; i < m; ++i) lanes_dots<1>(b + i * ldb, 0, W + u * ldw, ni, z + i);
-          }
-          for (std::int64_t i = 0; i < m; ++i) Z[(r + i) * no + u] = z[i];
-        }
-      });
-    }
-    if (rows <= 0) return;
+    if (rows <= 0 || no <= 0) return;
     detail::parallel_for(rows, no * (ni + 1), [&](std::int64_t r) {
       T* row = base + r * ld;
       const T* a = A + r * lda;

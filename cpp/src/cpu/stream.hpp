@@ -106,31 +106,10 @@ inline void scaled_row(T* dst, T d, const T* a, std::int64_t n, bool stream) {
   for (; j < n; ++j) dst[j] = d * a[j];
 }
 
-/// z[i] = the dot products of b + i ldb and w (n values each), i < R, each in the order of
-/// scaled_row_dot: W lanes from index 0 summed across, then the remainder in order. The R
-/// rows share each load of w.
-template <int R, class T>
-inline void lanes_dots(const T* b, std::int64_t ldb, const T* w, std::int64_t n, T* z) {
-  using L = Lanes<T>;
-  std::int64_t j = 0;
-  if constexpr (L::W > 1) {
-    typename L::V acc[R];
-    for (int i = 0; i < R; ++i) acc[i] = L::zero();
-    for (; j + L::W <= n; j += L::W) {
-      const auto wv = L::load(w + j);
-      for (int i = 0; i < R; ++i) acc[i] = L::fma(L::load(b + i * ldb + j), wv, acc[i]);
-    }
-    for (int i = 0; i < R; ++i) z[i] = L::sum(acc[i]);
-  } else {
-    for (int i = 0; i < R; ++i) z[i] = T(0);
-  }
-  for (int i = 0; i < R; ++i)
-    for (std::int64_t k = j; k < n; ++k) z[i] += b[i * ldb + k] * w[k];
-}
-
-/// scaled_row(dst, d, a, n, true), and the dot product of b and w (in the order of
-/// lanes_dots) in the same loop: the multiply-adds of a GEMM run beneath the streaming
-/// stores, whose bandwidth bounds the loop. The sum does not depend on where dst lies.
+/// scaled_row(dst, d, a, n, true), and the dot product of b and w (n values each) in the
+/// same loop: the multiply-adds of a GEMM run beneath the streaming stores, whose bandwidth
+/// bounds the loop. The sum (W lanes from index 0 summed across, then the remainder in
+/// order) does not depend on where dst lies.
 template <class T>
 inline T scaled_row_dot(T* dst, T d, const T* a, std::int64_t n, const T* b, const T* w) {
   using L = Lanes<T>;
@@ -150,10 +129,12 @@ inline T scaled_row_dot(T* dst, T d, const T* a, std::int64_t n, const T* b, con
     for (; j < n; ++j) sum += b[j] * w[j];
     return sum;
   } else {
-    for (std::int64_t s = 0; s < n; ++s) dst[s] = d * a[s];
-    T z;
-    lanes_dots<1>(b, 0, w, n, &z);
-    return z;
+    T sum = T(0);
+    for (std::int64_t s = 0; s < n; ++s) {
+      dst[s] = d * a[s];
+      sum += b[s] * w[s];
+    }
+    return sum;
   }
 }
 

@@ -139,22 +139,12 @@ void per_sample_grads_pass(X& x, const Mlp<T>& mlp, const Head& head, MatrixView
   check_values(x, mlp, Xm, &head, y);
   Forward<X, T> f(x, L);
   Buf<X, T> D(x), buf(x);
-  // Where the executor fuses them, the first layer's products X W_1^T: every chunk's come
-  // with the stores of the chunk before (those of the first layer's rows dominate the pass),
-  // the first chunk's alone, all by the same sums (so a row's result does not depend on the
-  // chunk it falls in).
+  // Where the executor fuses them, the first layer's products X W_1^T of every chunk but the
+  // first come with the stores of the chunk before (those of the first layer's rows dominate
+  // the pass); a call of one chunk keeps BLAS's GEMM.
   constexpr bool fuse = X::template fuses_products<T>;
-  if constexpr (fuse) {
-    const auto& W1 = mlp.layer(1).weight;
-    const i64 n0 = std::min(chunk, N);
-    const MatrixView<const T> first = Xm.rows_slice(0, n0);
-    f.z[1].resize(n0 * mlp.widths()[1]);
-    x.outer_rows_next(static_cast<T*>(nullptr), 0, static_cast<const T*>(nullptr), 0, mlp.widths()[1],
-                      static_cast<const T*>(nullptr), 0, mlp.widths()[0], false, first.data, row_ld(first), W1.data,
-                      W1.row_stride, f.z[1].data(), n0);
-  }
   for_chunks<X>(N, chunk, [&](i64 s0, i64 n) {
-    forward(x, mlp, Xm.rows_slice(s0, n), f, true, false, s0, fuse);
+    forward(x, mlp, Xm.rows_slice(s0, n), f, true, false, s0, fuse && s0 > 0);
     D.resize(n * C);
     residual_rows(x, head, f.h(), y.rows_slice(s0, n), D.data(), 1, 0, static_cast<T*>(nullptr), n, C);
     check_result_rows(x, static_cast<const T*>(D.data()), n, C, C, s0, "the head's residual (mean minus label)");
